@@ -1,0 +1,92 @@
+"""Getting events to sockets: group names, and sends that leave only after the commit.
+
+Every frame is encoded once here and handed to the channel layer as text; each socket's handler
+sends that text as it is. Layer event types are ours alone (``chat.*``): a client's frame type
+never becomes one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+from . import presence
+from .protocol import encode
+
+
+def room_group(room_id: int) -> str:
+    return f"room.{room_id}"
+
+
+def user_group(user_id: int) -> str:
+    return f"user.{user_id}"
+
+
+async def send_to_room(room_id: int, frame: dict[str, Any], *, exclude_user_id: int | None = None) -> None:
+    event: dict[str, Any] = {"type": "chat.frame", "text": encode(frame)}
+    if exclude_user_id is not None:
+        event["exclude_user_id"] = exclude_user_id
+    await get_channel_layer().group_send(room_group(room_id), event)
+
+
+async def send_to_user(user_id: int, frame: dict[str, Any]) -> None:
+    await get_channel_layer().group_send(user_group(user_id), {"type": "chat.frame", "text": encode(frame)})
+
+
+async def subscribe_user(*, user_id: int, room_id: int, room_slug: str, frame: dict[str, Any]) -> None:
+    """Put every live socket of the user, on any process, into the room's group, then tell them.
+
+    The group is joined here rather than by each socket on hearing the news, so that a message
+    sent right after (the first message of a new direct room) already reaches them."""
+    layer = get_channel_layer()
+    for channel in await presence.user_channels(user_id=user_id):
+        await layer.group_add(room_group(room_id), channel)
+    await layer.group_send(
+        user_group(user_id),
+        {"type": "chat.subscribed", "room_id": room_id, "slug": room_slug, "text": encode(frame)},
+    )
+
+
+async def unsubscribe_user(*, user_id: int, room_id: int, room_slug: str, frame: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    for channel in await presence.user_channels(user_id=user_id):
+        await layer.group_discard(room_group(room_id), channel)
+    await layer.group_send(
+        user_group(user_id),
+        {"type": "chat.unsubscribed", "room_id": room_id, "slug": room_slug, "text": encode(frame)},
+    )
+
+
+async def close_user_sockets(*, user_id: int, code: int) -> None:
+    await get_channel_layer().group_send(user_group(user_id), {"type": "chat.close", "code": code})
+
+
+# --- After-commit versions, for the service layer -------------------------------------------
+# A rolled-back write never reaches anyone: these only queue the send with on_commit.
+
+
+def send_to_room_on_commit(room_id: int, frame: dict[str, Any]) -> None:
+    transaction.on_commit(lambda: async_to_sync(send_to_room)(room_id, frame))
+
+
+def send_to_user_on_commit(user_id: int, frame: dict[str, Any]) -> None:
+    transaction.on_commit(lambda: async_to_sync(send_to_user)(user_id, frame))
+
+
+def subscribe_user_on_commit(*, user_id: int, room_id: int, room_slug: str, frame: dict[str, Any]) -> None:
+    transaction.on_commit(
+        lambda: async_to_sync(subscribe_user)(user_id=user_id, room_id=room_id, room_slug=room_slug, frame=frame)
+    )
+
+
+def unsubscribe_user_on_commit(*, user_id: int, room_id: int, room_slug: str, frame: dict[str, Any]) -> None:
+    transaction.on_commit(
+        lambda: async_to_sync(unsubscribe_user)(user_id=user_id, room_id=room_id, room_slug=room_slug, frame=frame)
+    )
+
+
+def close_user_sockets_on_commit(*, user_id: int, code: int) -> None:
+    transaction.on_commit(lambda: async_to_sync(close_user_sockets)(user_id=user_id, code=code))

@@ -1,0 +1,280 @@
+"""The socket door: frames in, one service call, frames out (PROTOCOL.md sections 1-4, 6, 7).
+
+One socket carries every room of its user. It sits in the channel-layer group of each of those
+rooms and in the user's own group; layer events are our own ``chat.*`` types, and a client's
+frame type only ever selects a parser in ``protocol`` (never a handler or a layer type).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from . import broadcast, presence, protocol, ratelimit, selectors, services
+from .exceptions import ChatError
+from .models import Room
+from .protocol import FrameError, RequestContext
+
+logger = logging.getLogger(__name__)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _limits() -> dict[str, int]:
+    return {
+        "maxContent": settings.CHAT_MAX_CONTENT,
+        "maxFrameBytes": settings.CHAT_MAX_FRAME_BYTES,
+        "maxUpload": settings.CHAT_MAX_UPLOAD_BYTES,
+        "chunkSize": settings.CHAT_UPLOAD_CHUNK_BYTES,
+    }
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    user: Any = None
+
+    # --- Lifecycle ---------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        await self.accept()
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=protocol.CLOSE_AUTH_REQUIRED)
+            return
+        self.user = user
+        self.rooms: dict[int, str] = {}
+        self.refusals: collections.deque[float] = collections.deque()
+        # Presence first, memberships second: a join committed in between either sees this
+        # socket in presence (and subscribes it) or is seen by the membership read below.
+        came_online = await presence.socket_connected(user_id=user.pk, channel_name=self.channel_name)
+        await self.channel_layer.group_add(broadcast.user_group(user.pk), self.channel_name)
+        memberships = await database_sync_to_async(selectors.user_memberships)(user=user)
+        for membership in memberships:
+            self.rooms[membership.room_id] = membership.room.slug
+            await self.channel_layer.group_add(broadcast.room_group(membership.room_id), self.channel_name)
+        await self._send_frame(self._welcome(memberships))
+        if came_online:
+            for room_id, slug in self.rooms.items():
+                await self._announce_presence(room_id, slug)
+        self.recheck_task = asyncio.ensure_future(self._recheck_periodically())
+
+    async def disconnect(self, code: int) -> None:
+        if self.user is None:
+            return
+        self.recheck_task.cancel()
+        went_offline = await presence.socket_disconnected(user_id=self.user.pk, channel_name=self.channel_name)
+        await self.channel_layer.group_discard(broadcast.user_group(self.user.pk), self.channel_name)
+        for room_id in list(self.rooms):
+            await self.channel_layer.group_discard(broadcast.room_group(room_id), self.channel_name)
+        if went_offline:
+            for room_id, slug in list(self.rooms.items()):
+                await self._announce_presence(room_id, slug)
+
+    async def _recheck_periodically(self) -> None:
+        """Channels checks auth only at the handshake: re-check the session (expiry, logout
+        elsewhere, password change, deactivation) and keep this socket's presence fresh."""
+        while True:
+            await asyncio.sleep(settings.CHAT_AUTH_RECHECK_SECONDS)
+            verdict = await database_sync_to_async(selectors.socket_auth_verdict)(scope=self.scope)
+            if verdict is not None:
+                await self.close(code=verdict)
+                return
+            await presence.socket_connected(user_id=self.user.pk, channel_name=self.channel_name)
+
+    # --- Frames in ---------------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.user is None:
+            return
+        if text_data is None:
+            await self._refuse("invalid", "binary frames are not accepted", RequestContext())
+            return
+        if len(text_data) > settings.CHAT_MAX_FRAME_BYTES // 4 and (
+            len(text_data.encode("utf-8")) > settings.CHAT_MAX_FRAME_BYTES
+        ):
+            await self.close(code=protocol.CLOSE_FRAME_TOO_LARGE)
+            return
+        try:
+            request = protocol.parse(text_data, username=self.user.username, user_id=self.user.pk)
+        except FrameError as exc:
+            await self._refuse(exc.code, exc.message, exc.context)
+            return
+        handler = self._handlers[type(request)]
+        try:
+            await handler(self, request)
+        except ChatError as exc:
+            await self._refuse_with(exc, request.context)
+        except Exception:
+            logger.exception("frame %s failed", request.context.request_type)
+            await self._refuse("server_error", "the server failed to handle this frame", request.context)
+
+    async def on_connect_frame(self, request: protocol.Connect) -> None:
+        memberships = await database_sync_to_async(selectors.user_memberships)(user=self.user)
+        await self._send_frame(self._welcome(memberships))
+
+    async def on_ping(self, request: protocol.Ping) -> None:
+        await self._send_frame(protocol.pong_frame(now_ms=_now_ms()))
+
+    async def on_join(self, request: protocol.JoinRoom) -> None:
+        access = await database_sync_to_async(services.room_join)(user=self.user, slug=request.room)
+        room = access.room
+        if room.pk not in self.rooms:
+            self.rooms[room.pk] = room.slug
+            await self.channel_layer.group_add(broadcast.room_group(room.pk), self.channel_name)
+        state, history = await database_sync_to_async(self._join_replay)(access, request)
+        await self._send_frame(state)
+        await self._send_frame(history)
+        await self._announce_presence(room.pk, room.slug)
+
+    def _join_replay(self, access: selectors.RoomAccess, request: protocol.JoinRoom) -> tuple[dict, dict]:
+        """``room_state`` and ``history`` for a join, read in one trip to the database thread."""
+        room = Room.objects.get(pk=access.room.pk)
+        state = protocol.room_state_frame(
+            room=room,
+            membership=access.membership,
+            members=selectors.member_count(room=room),
+            now_ms=_now_ms(),
+        )
+        if request.since is None:
+            messages, has_more = selectors.history_latest(room=room, limit=settings.CHAT_HISTORY_PAGE)
+        else:
+            messages, has_more = selectors.history_after(room=room, seq=request.since, limit=settings.CHAT_REPLAY_MAX)
+        changes: list = []
+        if request.changes_since is not None:
+            changes, _ = selectors.changes_after(
+                room=room, change=request.changes_since, limit=settings.CHAT_REPLAY_MAX
+            )
+        history = protocol.history_frame(
+            room_slug=room.slug,
+            messages=[protocol.message_payload(m) for m in messages],
+            has_more=has_more,
+            changes=[protocol.message_payload(m) for m in changes],
+            now_ms=_now_ms(),
+        )
+        return state, history
+
+    async def on_leave(self, request: protocol.LeaveRoom) -> None:
+        room = await database_sync_to_async(services.room_leave)(user=self.user, slug=request.room)
+        await self._announce_presence(room.pk, room.slug)
+
+    async def on_message(self, request: protocol.SendMessage) -> None:
+        result = await database_sync_to_async(services.message_create)(
+            user=self.user,
+            to=request.to,
+            content=request.content,
+            client_id=request.message_id,
+            reply_to=request.reply_to,
+        )
+        # The message frame was queued after commit; this socket handles it only after this
+        # handler returns, so its ack always comes first.
+        await self._send_frame(protocol.ack_frame(result.message, now_ms=_now_ms()))
+
+    async def on_typing(self, request: protocol.Typing) -> None:
+        room_id = next((rid for rid, slug in self.rooms.items() if slug == request.to), None)
+        if room_id is None:
+            access = await database_sync_to_async(services.room_for_target)(user=self.user, to=request.to)
+            room_id, slug = access.room.pk, access.room.slug
+        else:
+            slug = request.to
+        if not await ratelimit.claim_interval_async(
+            f"typing:{self.user.pk}:{room_id}:{request.state}", settings.CHAT_TYPING_INTERVAL_SECONDS
+        ):
+            return  # dropped silently, never counted as flooding
+        frame = protocol.typing_frame(
+            username=self.user.username, room_slug=slug, state=request.state, now_ms=_now_ms()
+        )
+        await broadcast.send_to_room(room_id, frame, exclude_user_id=self.user.pk)
+
+    async def on_read(self, request: protocol.Read) -> None:
+        await database_sync_to_async(services.read_mark)(user=self.user, to=request.to, seq=request.seq)
+
+    async def on_edit(self, request: protocol.Edit) -> None:
+        await database_sync_to_async(services.message_edit)(
+            user=self.user, message_id=request.id, content=request.content
+        )
+
+    async def on_delete(self, request: protocol.Delete) -> None:
+        await database_sync_to_async(services.message_delete)(user=self.user, message_id=request.id)
+
+    async def on_not_yet(self, request: protocol.Request) -> None:
+        await self._refuse("invalid", "this server does not handle that frame yet", request.context)
+
+    _handlers = {
+        protocol.Connect: on_connect_frame,
+        protocol.Ping: on_ping,
+        protocol.JoinRoom: on_join,
+        protocol.LeaveRoom: on_leave,
+        protocol.SendMessage: on_message,
+        protocol.Typing: on_typing,
+        protocol.Read: on_read,
+        protocol.Edit: on_edit,
+        protocol.Delete: on_delete,
+        protocol.Moderate: on_not_yet,
+        protocol.Report: on_not_yet,
+        protocol.FileStart: on_not_yet,
+        protocol.FileChunk: on_not_yet,
+        protocol.FileEnd: on_not_yet,
+    }
+
+    # --- Frames out --------------------------------------------------------------------------
+
+    async def _send_frame(self, frame: dict[str, Any]) -> None:
+        await self.send(text_data=protocol.encode(frame))
+
+    def _welcome(self, memberships: list) -> dict[str, Any]:
+        rooms = [protocol.room_summary(m.room, m) for m in memberships]
+        return protocol.welcome_frame(user=self.user, rooms=rooms, limits=_limits(), now_ms=_now_ms())
+
+    async def _refuse_with(self, exc: ChatError, context: RequestContext) -> None:
+        await self._send_frame(protocol.error_from_exception(exc, context, now_ms=_now_ms()))
+        await self._count_refusal()
+
+    async def _refuse(self, code: str, message: str, context: RequestContext) -> None:
+        await self._send_frame(protocol.error_frame(code, message, context, now_ms=_now_ms()))
+        await self._count_refusal()
+
+    async def _count_refusal(self) -> None:
+        now = time.monotonic()
+        self.refusals.append(now)
+        while self.refusals and self.refusals[0] < now - settings.CHAT_FLOOD_WINDOW_SECONDS:
+            self.refusals.popleft()
+        if len(self.refusals) > settings.CHAT_FLOOD_REFUSALS:
+            await self.close(code=protocol.CLOSE_FLOODING)
+
+    async def _announce_presence(self, room_id: int, slug: str) -> None:
+        members = await database_sync_to_async(selectors.member_profiles)(room_id=room_id)
+        online = await presence.online_user_ids([m["user_id"] for m in members])
+        users = [
+            {"username": m["user__username"], "displayName": m["user__display_name"] or m["user__username"]}
+            for m in members
+            if m["user_id"] in online
+        ]
+        await broadcast.send_to_room(room_id, protocol.user_list_frame(room_slug=slug, users=users, now_ms=_now_ms()))
+
+    # --- Channel-layer events (our own types only) -------------------------------------------
+
+    async def chat_frame(self, event: dict[str, Any]) -> None:
+        if event.get("exclude_user_id") == self.user.pk:
+            return
+        await self.send(text_data=event["text"])
+
+    async def chat_subscribed(self, event: dict[str, Any]) -> None:
+        self.rooms[event["room_id"]] = event["slug"]
+        await self.channel_layer.group_add(broadcast.room_group(event["room_id"]), self.channel_name)
+        await self.send(text_data=event["text"])
+
+    async def chat_unsubscribed(self, event: dict[str, Any]) -> None:
+        self.rooms.pop(event["room_id"], None)
+        await self.channel_layer.group_discard(broadcast.room_group(event["room_id"]), self.channel_name)
+        await self.send(text_data=event["text"])
+
+    async def chat_close(self, event: dict[str, Any]) -> None:
+        await self.close(code=event["code"])

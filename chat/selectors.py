@@ -1,0 +1,154 @@
+"""Reads and access checks. Each ``*_for_*`` function fetches what a user may see or raises.
+
+A private or direct room that the user is not in does not exist for them (``NotFound``), so no
+answer ever tells a stranger that it is there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import import_module
+
+from django.conf import settings
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
+from django.db.models import QuerySet
+from django.utils.crypto import constant_time_compare
+
+from accounts.models import User
+
+from .exceptions import Forbidden, NotFound
+from .models import Membership, Message, Room
+from .protocol import CLOSE_AUTH_REQUIRED, CLOSE_FORBIDDEN
+
+
+@dataclass(frozen=True)
+class RoomAccess:
+    room: Room
+    membership: Membership | None
+
+    @property
+    def is_member(self) -> bool:
+        return self.membership is not None and not self.membership.banned
+
+    @property
+    def can_moderate(self) -> bool:
+        return self.is_member and self.membership.is_moderator
+
+
+def messages_with_relations() -> QuerySet[Message]:
+    """Messages with everything ``protocol.message_payload`` reads, in one query."""
+    return Message.objects.select_related("room", "author", "attachment")
+
+
+def room_access(*, user: User, slug: str) -> RoomAccess:
+    """The room and the user's membership, if the user may know the room exists."""
+    room = Room.objects.filter(slug=slug, archived=False).first()
+    if room is None:
+        raise NotFound("no such room")
+    membership = Membership.objects.filter(room=room, user=user).first()
+    if room.kind != Room.Kind.PUBLIC and (membership is None or membership.banned):
+        raise NotFound("no such room")
+    return RoomAccess(room, membership)
+
+
+def room_for_member(*, user: User, slug: str) -> RoomAccess:
+    """A room the user is a member of: posting, reading markers, leaving."""
+    access = room_access(user=user, slug=slug)
+    if access.membership is not None and access.membership.banned:
+        raise Forbidden("you are banned from this room")
+    if access.membership is None:
+        raise Forbidden("join the room first")
+    return access
+
+
+def room_for_reader(*, user: User, slug: str) -> RoomAccess:
+    """A room whose history the user may read: any public room, or one they are a member of."""
+    access = room_access(user=user, slug=slug)
+    if access.membership is not None and access.membership.banned:
+        raise Forbidden("you are banned from this room")
+    return access
+
+
+def user_memberships(*, user: User) -> list[Membership]:
+    """The user's rooms (membership with its room loaded), banned ones left out."""
+    return list(
+        Membership.objects.filter(user=user, banned=False, room__archived=False)
+        .select_related("room")
+        .order_by("room__slug")
+    )
+
+
+def message_for_user(*, user: User, message_id: int) -> Message:
+    """A message in a room the user is a member of."""
+    message = messages_with_relations().filter(pk=message_id).first()
+    if message is None or not Membership.objects.filter(room_id=message.room_id, user=user, banned=False).exists():
+        raise NotFound("no such message")
+    return message
+
+
+def member_count(*, room: Room) -> int:
+    return Membership.objects.filter(room=room, banned=False).count()
+
+
+def member_profiles(*, room_id: int) -> list[dict]:
+    """Id, username and display name of every member, for presence lists."""
+    return list(
+        Membership.objects.filter(room_id=room_id, banned=False)
+        .order_by("user__username")
+        .values("user_id", "user__username", "user__display_name")
+    )
+
+
+def history_latest(*, room: Room, limit: int) -> tuple[list[Message], bool]:
+    """The newest ``limit`` messages, oldest first, and whether older ones exist."""
+    newest = list(messages_with_relations().filter(room=room).order_by("-seq")[: limit + 1])
+    has_more = len(newest) > limit
+    return list(reversed(newest[:limit])), has_more
+
+
+def history_after(*, room: Room, seq: int, limit: int) -> tuple[list[Message], bool]:
+    """The oldest ``limit`` messages after ``seq``, and whether newer ones remain."""
+    page = list(messages_with_relations().filter(room=room, seq__gt=seq).order_by("seq")[: limit + 1])
+    return page[:limit], len(page) > limit
+
+
+def history_before(*, room: Room, seq: int, limit: int) -> tuple[list[Message], bool]:
+    """The newest ``limit`` messages before ``seq``, oldest first, and whether older ones exist."""
+    page = list(messages_with_relations().filter(room=room, seq__lt=seq).order_by("-seq")[: limit + 1])
+    return list(reversed(page[:limit])), len(page) > limit
+
+
+def changes_after(*, room: Room, change: int, limit: int) -> tuple[list[Message], bool]:
+    """Messages edited or deleted after the room's change number ``change``, in change order."""
+    page = list(messages_with_relations().filter(room=room, change__gt=change).order_by("change")[: limit + 1])
+    return page[:limit], len(page) > limit
+
+
+def user_by_username(*, username: str) -> User:
+    user = User.objects.filter(username=username, is_active=True).first()
+    if user is None:
+        raise NotFound("no such user")
+    return user
+
+
+def socket_auth_verdict(*, scope: dict) -> int | None:
+    """None while the socket's user may stay connected, else the close code to use.
+
+    Session sockets follow their session: logged out, expired, or authenticated with an old
+    password hash is 4401. Any socket of a deactivated user is 4403."""
+    user = User.objects.filter(pk=scope["user"].pk).first()
+    if user is None:
+        return CLOSE_AUTH_REQUIRED
+    if not user.is_active:
+        return CLOSE_FORBIDDEN
+    if scope.get("auth_via") == "ticket":
+        return None
+    session_key = getattr(scope.get("session"), "session_key", None)
+    if not session_key:
+        return CLOSE_AUTH_REQUIRED
+    data = import_module(settings.SESSION_ENGINE).SessionStore(session_key=session_key).load()
+    if data.get(SESSION_KEY) != str(user.pk):
+        return CLOSE_AUTH_REQUIRED
+    if not constant_time_compare(data.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash()):
+        return CLOSE_AUTH_REQUIRED
+    return None

@@ -1,0 +1,21 @@
+"""ASGI entry point: HTTP through Django, WebSocket ``/ws/chat/`` through the chat consumer."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
+# Django must be set up before anything that imports models (the routing below).
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+
+from chat.routing import websocket_urlpatterns  # noqa: E402
+from chat.wsauth import ChatOriginValidator, TicketOrSessionAuthMiddleware  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": ChatOriginValidator(TicketOrSessionAuthMiddleware(URLRouter(websocket_urlpatterns))),
+    }
+)
