@@ -99,6 +99,13 @@ class ChatSocket:
             if loop.time() > deadline:
                 raise AssertionError("socket was not closed")
 
+    async def drain(self, quiet: float = 0.2) -> list[dict]:
+        """Read until the socket has been quiet for ``quiet`` seconds; returns what came."""
+        frames = []
+        while not await self.communicator.receive_nothing(quiet):
+            frames.append(await self.receive())
+        return frames
+
     async def nothing(self, timeout: float = 0.3) -> bool:
         return await self.communicator.receive_nothing(timeout)
 
