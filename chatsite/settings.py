@@ -180,6 +180,11 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Errors in the one JSON shape of PROTOCOL section 8, with the section 4 codes.
+    "EXCEPTION_HANDLER": "chat.api.exceptions.api_exception_handler",
+    # Reads (history paging) have their own generous budget; posting a message is limited by
+    # the token bucket it shares with the socket (inside services.message_create), not here.
+    "DEFAULT_THROTTLE_RATES": {"api_read": "1200/minute", "api_write": "300/minute"},
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Chat API",
