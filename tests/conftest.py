@@ -16,6 +16,7 @@ from asgiref.sync import sync_to_async
 from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
+from django.db import connections
 from django.test import Client
 
 from accounts.models import User
@@ -32,6 +33,9 @@ def clean_shared_state():
     yield
     shared_state.reset_for_tests()
     channel_layers.backends.clear()
+    # Async tests touch the database from asgiref's shared worker thread; close its connection
+    # so that PostgreSQL lets the test database be dropped at the end.
+    asyncio.run(sync_to_async(connections.close_all)())
 
 
 @pytest.fixture(autouse=True)
