@@ -160,7 +160,9 @@ async def test_three_clients_ten_messages_each_end_with_seqs_1_to_30_everywhere(
 
     async def post(index, socket):
         for n in range(10):
-            await socket.send({"type": "message", "to": "lobby", "content": f"{index}-{n}", "messageId": f"{index}-{n}"})
+            await socket.send(
+                {"type": "message", "to": "lobby", "content": f"{index}-{n}", "messageId": f"{index}-{n}"}
+            )
 
     await asyncio.gather(*(post(i, s) for i, s in enumerate(sockets)))
     for socket in sockets:
@@ -202,8 +204,16 @@ class GuideLikeClient:
         self.socket = None
 
     async def send_message(self, content, to, message_id):
-        frame = json.dumps({"type": "message", "from": self.user.username, "to": to, "content": content,
-                            "timestamp": 0, "messageId": message_id})
+        frame = json.dumps(
+            {
+                "type": "message",
+                "from": self.user.username,
+                "to": to,
+                "content": content,
+                "timestamp": 0,
+                "messageId": message_id,
+            }
+        )
         if self.socket is None:
             self.queue.append(frame)
         else:

@@ -65,7 +65,7 @@ async def test_anonymous_socket_is_accepted_then_closed_4401(connect):
 
 
 async def test_foreign_origin_is_refused_at_handshake():
-    alice, = await users("alice")
+    (alice,) = await users("alice")
     from channels.testing import WebsocketCommunicator
 
     from chatsite.asgi import application
@@ -84,7 +84,7 @@ async def test_foreign_origin_is_refused_at_handshake():
 
 
 async def test_ticket_opens_one_socket_without_origin_and_only_once():
-    alice, = await users("alice")
+    (alice,) = await users("alice")
     ticket = await sync_to_async(services.ws_ticket_issue)(user=alice)
     first = await open_socket(None, headers=[], path=f"/ws/chat/?ticket={ticket}", welcome=False)
     welcome = await first.receive()
@@ -95,7 +95,7 @@ async def test_ticket_opens_one_socket_without_origin_and_only_once():
 
 
 async def test_expired_ticket_is_refused_with_4401():
-    alice, = await users("alice")
+    (alice,) = await users("alice")
     ticket = await sync_to_async(services.ws_ticket_issue)(user=alice)
     from django.utils import timezone
 
@@ -107,7 +107,7 @@ async def test_expired_ticket_is_refused_with_4401():
 
 
 async def test_ping_gets_pong(connect):
-    alice, = await users("alice")
+    (alice,) = await users("alice")
     socket = await connect(alice)
     await socket.send({"type": "ping"})
     pong = await socket.expect("pong")
@@ -127,8 +127,16 @@ async def test_join_sends_room_state_then_history_then_user_list(connect):
     state = await socket.receive()
     assert state["type"] == "room_state" and state["room"] == "lobby"
     assert state["extra"] == {
-        "name": "Lobby", "topic": "", "kind": "public", "members": 2, "lastSeq": 3, "lastChange": 0,
-        "readSeq": 0, "role": "member", "locked": False, "slowMode": 0,
+        "name": "Lobby",
+        "topic": "",
+        "kind": "public",
+        "members": 2,
+        "lastSeq": 3,
+        "lastChange": 0,
+        "readSeq": 0,
+        "role": "member",
+        "locked": False,
+        "slowMode": 0,
     }
     history = await socket.receive()
     assert history["type"] == "history"
@@ -143,8 +151,9 @@ async def test_private_room_is_not_found_for_strangers_and_banned_are_forbidden(
     alice, bob, carol = await users("alice", "bob", "carol")
     await room(alice, slug="secret", kind="private")
     await room(alice, slug="lobby")
-    await sync_to_async(Membership.objects.create)(room=await sync_to_async(Room.objects.get)(slug="lobby"),
-                                                   user=carol, banned=True)
+    await sync_to_async(Membership.objects.create)(
+        room=await sync_to_async(Room.objects.get)(slug="lobby"), user=carol, banned=True
+    )
     bob_socket = await connect(bob)
     await bob_socket.send({"type": "join_room", "roomId": "secret"})
     error = await bob_socket.expect("error")
@@ -193,8 +202,9 @@ async def test_message_is_acked_then_broadcast_to_all_including_sender(connect):
     alice, bob = await users("alice", "bob")
     await room(alice, members=[bob])
     a, b = await connect(alice), await connect(bob)
-    await a.send({"type": "message", "from": "alice", "to": "lobby", "content": "hello", "messageId": "msg_1_x",
-                  "timestamp": 1})
+    await a.send(
+        {"type": "message", "from": "alice", "to": "lobby", "content": "hello", "messageId": "msg_1_x", "timestamp": 1}
+    )
     ack = await a.expect("ack")
     assert set(ack) >= {"messageId", "id", "seq", "room", "timestamp"}
     assert (ack["messageId"], ack["seq"], ack["room"]) == ("msg_1_x", 1, "lobby")
@@ -204,8 +214,13 @@ async def test_message_is_acked_then_broadcast_to_all_including_sender(connect):
     assert other["id"] == ack["id"] and other["seq"] == 1 and other["from"] == "alice"
     assert other["messageId"] == "msg_1_x"
     assert other["extra"] == {
-        "displayName": "alice", "kind": "text", "replyTo": None, "mentions": [], "attachment": None,
-        "editedAt": None, "deletedAt": None,
+        "displayName": "alice",
+        "kind": "text",
+        "replyTo": None,
+        "mentions": [],
+        "attachment": None,
+        "editedAt": None,
+        "deletedAt": None,
     }
     # the ack came before the sender's copy of the message
     kinds = [f["type"] for f in a.received if f["type"] in ("ack", "message")]
@@ -249,13 +264,16 @@ async def test_posting_requires_membership(connect):
         ({"type": "message", "to": "lobby", "content": "x" * 4001, "messageId": "v4"}, "invalid"),
         ({"type": "message", "to": "lobby", "content": "hi", "messageId": "x" * 65}, "invalid"),
         ({"type": "message", "to": "lobby", "content": 5, "messageId": "v6"}, "invalid"),
-        ({"type": "message", "to": "lobby", "content": "hi", "messageId": "v7", "from": "mallory"}, "identity_mismatch"),
+        (
+            {"type": "message", "to": "lobby", "content": "hi", "messageId": "v7", "from": "mallory"},
+            "identity_mismatch",
+        ),
         ({"type": "join_room", "roomId": "lobby", "userId": 999999}, "identity_mismatch"),
         ({"type": "message", "to": "@me-myself", "content": "hi", "messageId": "v9"}, "not_found"),
         ({"type": "nonsense"}, "unknown_type"),
         ({"type": "websocket.disconnect"}, "unknown_type"),
         ({"type": "chat.message", "text": "{}"}, "unknown_type"),
-        ({"type": "chat.frame", "text": "{\"type\":\"message\"}"}, "unknown_type"),
+        ({"type": "chat.frame", "text": '{"type":"message"}'}, "unknown_type"),
         ({"content": "no type"}, "unknown_type"),
         ("{not json", "bad_json"),
         ("[1, 2]", "bad_json"),
@@ -284,7 +302,7 @@ async def test_bad_frames_get_a_clean_error_and_the_socket_stays_usable(connect,
 
 
 async def test_error_echoes_the_refused_frames_extra_id(connect):
-    alice, = await users("alice")
+    (alice,) = await users("alice")
     await room(alice)
     a = await connect(alice)
     await a.send({"type": "delete", "extra": {"id": 424242}})
@@ -320,8 +338,15 @@ async def test_reply_and_mentions(connect):
     a = await connect(alice)
     await a.send({"type": "message", "to": "lobby", "content": "first", "messageId": "r1"})
     first = await a.expect("ack")
-    await a.send({"type": "message", "to": "lobby", "content": "hi @bob and @nobody", "messageId": "r2",
-                  "extra": {"replyTo": first["id"]}})
+    await a.send(
+        {
+            "type": "message",
+            "to": "lobby",
+            "content": "hi @bob and @nobody",
+            "messageId": "r2",
+            "extra": {"replyTo": first["id"]},
+        }
+    )
     reply = await a.expect("message", messageId="r2")
     assert reply["extra"]["replyTo"] == first["id"]
     assert reply["extra"]["mentions"] == ["bob"]
@@ -411,7 +436,7 @@ async def test_typing_goes_to_others_only_and_is_throttled_silently(connect):
 
 
 async def test_rate_limit_refuses_with_retry_after_and_duplicates_are_free(connect, settings):
-    alice, = await users("alice")
+    (alice,) = await users("alice")
     await room(alice)
     a = await connect(alice)
     for n in range(10):
@@ -426,7 +451,7 @@ async def test_rate_limit_refuses_with_retry_after_and_duplicates_are_free(conne
 
 
 async def test_more_than_twenty_refusals_in_ten_seconds_closes_4429(connect):
-    alice, = await users("alice")
+    (alice,) = await users("alice")
     a = await connect(alice)
     for _ in range(21):
         await a.send("not json")
@@ -434,14 +459,14 @@ async def test_more_than_twenty_refusals_in_ten_seconds_closes_4429(connect):
 
 
 async def test_frame_over_the_limit_closes_4413(connect):
-    alice, = await users("alice")
+    (alice,) = await users("alice")
     a = await connect(alice)
     await a.send(json.dumps({"type": "message", "to": "lobby", "content": "é" * (140 * 1024)}))
     assert await a.expect_close() == 4413
 
 
 async def test_content_at_the_limit_in_code_points_is_accepted(connect):
-    alice, = await users("alice")
+    (alice,) = await users("alice")
     await room(alice)
     a = await connect(alice)
     await a.send({"type": "message", "to": "lobby", "content": "😀" * 4000, "messageId": "big"})
