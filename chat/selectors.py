@@ -11,7 +11,8 @@ from importlib import import_module
 
 from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
-from django.db.models import QuerySet
+from django.db import connection
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
 from django.utils.crypto import constant_time_compare
 
 from accounts.models import User
@@ -152,3 +153,86 @@ def socket_auth_verdict(*, scope: dict) -> int | None:
     if not constant_time_compare(data.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash()):
         return CLOSE_AUTH_REQUIRED
     return None
+
+
+# --- REST API reads ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RoomListing:
+    """A room as the REST API lists it: with its member count and the user's own membership."""
+
+    room: Room
+    membership: Membership | None
+    members: int
+
+
+def _room_listings(*, user: User, rooms: QuerySet[Room]) -> list[RoomListing]:
+    rooms = rooms.annotate(member_total=Count("memberships", filter=Q(memberships__banned=False))).prefetch_related(
+        Prefetch("memberships", queryset=Membership.objects.filter(user=user), to_attr="own_membership")
+    )
+    return [
+        RoomListing(room, room.own_membership[0] if room.own_membership else None, room.member_total)
+        for room in rooms
+    ]
+
+
+def rooms_visible_to(*, user: User) -> list[RoomListing]:
+    """The rooms the user is in, and the public rooms they may join (not those banned from)."""
+    own = Membership.objects.filter(room=OuterRef("pk"), user=user)
+    rooms = (
+        Room.objects.filter(archived=False)
+        .filter(Q(kind=Room.Kind.PUBLIC) | Exists(own.filter(banned=False)))
+        .exclude(Exists(own.filter(banned=True)))
+        .order_by("slug")
+    )
+    return _room_listings(user=user, rooms=rooms)
+
+
+def room_listing_for_reader(*, user: User, slug: str) -> RoomListing:
+    """One room as ``rooms_visible_to`` shows it, if the user may read it (else raises)."""
+    access = room_for_reader(user=user, slug=slug)
+    return _room_listings(user=user, rooms=Room.objects.filter(pk=access.room.pk))[0]
+
+
+def room_members(*, user: User, slug: str) -> list[Membership]:
+    """The members of a room the user may read, with their users, by username."""
+    access = room_for_reader(user=user, slug=slug)
+    return list(
+        Membership.objects.filter(room=access.room, banned=False).select_related("user").order_by("user__username")
+    )
+
+
+def check_message_in_room(*, slug: str, message_id: int) -> None:
+    """REST URLs name a message and its room: they must agree. Says no more than "not found",
+    whether the message is elsewhere or nowhere, so nothing leaks about other rooms."""
+    if not Message.objects.filter(pk=message_id, room__slug=slug).exists():
+        raise NotFound("no such message")
+
+
+def user_search(*, user: User, query: str, limit: int) -> list[User]:
+    """Active users other than ``user`` whose username or display name contains ``query``."""
+    users = User.objects.filter(is_active=True).exclude(pk=user.pk)
+    query = query.strip()
+    if query:
+        users = users.filter(Q(username__icontains=query) | Q(display_name__icontains=query))
+    return list(users.order_by("username")[:limit])
+
+
+def message_search(*, user: User, query: str, room_slug: str | None = None) -> QuerySet[Message]:
+    """Messages matching ``query`` in the rooms the user is a member of (optionally one of them),
+    tombstones left out. PostgreSQL full-text search ('simple' configuration: no stemming, so it
+    treats every language alike); a substring match on other databases. Unordered: the caller
+    pages it."""
+    rooms = Membership.objects.filter(user=user, banned=False).values("room_id")
+    messages = messages_with_relations().filter(room_id__in=rooms, room__archived=False, deleted_at__isnull=True)
+    if room_slug is not None:
+        messages = messages.filter(room=room_access(user=user, slug=room_slug).room)
+    if connection.vendor == "postgresql":
+        # Imported here: the module needs psycopg, which the embedded configuration does not use.
+        from django.contrib.postgres.search import SearchQuery, SearchVector
+
+        return messages.annotate(search=SearchVector("content", config="simple")).filter(
+            search=SearchQuery(query, config="simple", search_type="websearch")
+        )
+    return messages.filter(content__icontains=query)

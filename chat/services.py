@@ -17,6 +17,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
 
 from accounts.models import User
 
@@ -347,3 +348,46 @@ def ws_ticket_redeem(*, ticket: str) -> User | None:
     if not used:
         return None
     return User.objects.filter(ws_tickets__key_hash=key_hash, is_active=True).first()
+
+
+# --- Members and API tokens (the REST door) -----------------------------------------------------
+
+
+def member_invite(*, user: User, slug: str, username: str) -> tuple[Membership, bool]:
+    """Add ``username`` to a private room (its owners and moderators only): their sockets join
+    the room and hear ``room_added`` with reason ``invited``. Naming oneself joins a public room,
+    as ``join_room`` does. Returns the membership and whether it is new."""
+    if username == user.username:
+        already = selectors.room_access(user=user, slug=slug).is_member
+        access = room_join(user=user, slug=slug)
+        return access.membership, not already
+    access = selectors.room_for_member(user=user, slug=slug)
+    if not access.can_moderate:
+        raise Forbidden("only the room's owner and moderators can add members")
+    if access.room.kind != Room.Kind.PRIVATE:
+        raise Invalid("members are added to private rooms only; anyone may join a public room")
+    target = selectors.user_by_username(username=username)
+    with transaction.atomic():
+        membership, created = Membership.objects.get_or_create(room=access.room, user=target)
+        if membership.banned:
+            raise Forbidden(f"{target.username} is banned from this room")
+        if created:
+            broadcast.subscribe_user_on_commit(
+                user_id=target.pk,
+                room_id=access.room.pk,
+                room_slug=access.room.slug,
+                frame=_room_added(access.room, "invited"),
+            )
+    return membership, created
+
+
+def api_token_issue(*, user: User) -> tuple[str, bool]:
+    """The user's REST token (one per user), created on first request; and whether it is new."""
+    token, created = Token.objects.get_or_create(user=user)
+    return token.key, created
+
+
+def api_token_revoke(*, user: User) -> bool:
+    """Delete the user's REST token; requests carrying it are refused from now on."""
+    deleted, _ = Token.objects.filter(user=user).delete()
+    return bool(deleted)
