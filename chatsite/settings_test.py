@@ -24,3 +24,6 @@ if REDIS_URL:  # noqa: F405
 CHAT_AUTH_RECHECK_SECONDS = 0.5
 # Close connections after each use so the test database can be dropped at the end.
 DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
+# Serve static files from the app folders, as with DEBUG on (no collectstatic in tests).
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True
