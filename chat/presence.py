@@ -25,7 +25,7 @@ def reset_memory() -> None:
 
 
 def _key(user_id: int) -> str:
-    return f"{shared_state.KEY_PREFIX}presence:{user_id}"
+    return f"{shared_state.key_prefix()}presence:{user_id}"
 
 
 def _now() -> float:

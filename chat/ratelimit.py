@@ -44,7 +44,7 @@ def reset_memory() -> None:
 def take_token(key: str, *, capacity: int, refill_per_second: float) -> float:
     """Take one token from the bucket ``key``. Returns 0 when taken, else the seconds to wait
     (nothing is taken then, so a refused attempt costs nothing)."""
-    full_key = f"{shared_state.KEY_PREFIX}bucket:{key}"
+    full_key = f"{shared_state.key_prefix()}bucket:{key}"
     if shared_state.uses_redis():
         client = shared_state.sync_client()
         return float(client.eval(_BUCKET_SCRIPT, 1, full_key, capacity, refill_per_second))
@@ -61,7 +61,7 @@ def take_token(key: str, *, capacity: int, refill_per_second: float) -> float:
 
 def claim_interval(key: str, seconds: float) -> float:
     """Claim ``key`` for ``seconds``. Returns 0 when claimed, else the seconds it stays taken."""
-    full_key = f"{shared_state.KEY_PREFIX}interval:{key}"
+    full_key = f"{shared_state.key_prefix()}interval:{key}"
     if shared_state.uses_redis():
         client = shared_state.sync_client()
         if client.set(full_key, "1", px=max(1, int(seconds * 1000)), nx=True):
@@ -72,7 +72,7 @@ def claim_interval(key: str, seconds: float) -> float:
 
 async def claim_interval_async(key: str, seconds: float) -> bool:
     """The event-loop twin of ``claim_interval`` for the hot path (typing); True when claimed."""
-    full_key = f"{shared_state.KEY_PREFIX}interval:{key}"
+    full_key = f"{shared_state.key_prefix()}interval:{key}"
     if shared_state.uses_redis():
         client = shared_state.async_client()
         return bool(await client.set(full_key, "1", px=max(1, int(seconds * 1000)), nx=True))

@@ -14,11 +14,13 @@ import redis
 import redis.asyncio
 from django.conf import settings
 
-KEY_PREFIX = "chat:"
-
 _sync_client: redis.Redis | None = None
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
+
+
+def key_prefix() -> str:
+    return settings.CHAT_REDIS_KEY_PREFIX
 
 
 def uses_redis() -> bool:
@@ -49,7 +51,7 @@ def reset_for_tests() -> None:
 
     if uses_redis():
         client = sync_client()
-        keys = list(client.scan_iter(match=f"{KEY_PREFIX}*", count=1000))
+        keys = list(client.scan_iter(match=f"{key_prefix()}*", count=1000))
         if keys:
             client.delete(*keys)
     presence.reset_memory()

@@ -225,6 +225,8 @@ CHAT_WS_TICKET_SECONDS = 60
 # and refreshes its presence entries.
 CHAT_AUTH_RECHECK_SECONDS = env.float("CHAT_AUTH_RECHECK_SECONDS", default=15.0)
 CHAT_PRESENCE_TTL_SECONDS = env.float("CHAT_PRESENCE_TTL_SECONDS", default=60.0)
+# Prefix of our own Redis keys (presence, rate limits), beside the channel layer's.
+CHAT_REDIS_KEY_PREFIX = env.str("CHAT_REDIS_KEY_PREFIX", default="chat:")
 
 # --- Production hardening (active whenever DEBUG is off) -------------------------------------
 SESSION_COOKIE_HTTPONLY = True
@@ -243,3 +245,29 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="WARNING")},
 }
+
+# --- Uploads (PROTOCOL.md section 5; docs/uploads.md) ----------------------------------------
+# CHAT_MAX_UPLOAD_BYTES and CHAT_UPLOAD_CHUNK_BYTES are with the chat limits above.
+CHAT_UPLOAD_MAX_UNFINISHED = env.int("CHAT_UPLOAD_MAX_UNFINISHED", default=3)
+# Bytes a user may keep: their stored attachments plus the declared size of unfinished uploads.
+CHAT_UPLOAD_QUOTA_BYTES = env.int("CHAT_UPLOAD_QUOTA_BYTES", default=1024 * 1024 * 1024)
+# An unfinished upload expires this long after its last accepted chunk.
+CHAT_UPLOAD_EXPIRY_SECONDS = env.int("CHAT_UPLOAD_EXPIRY_SECONDS", default=3600)
+# Finished uploads are kept this long only so that a repeated file_end gets the first ack.
+CHAT_UPLOAD_FINISHED_KEEP_SECONDS = env.int("CHAT_UPLOAD_FINISHED_KEEP_SECONDS", default=86400)
+# Images over this many pixels are refused before Pillow decodes them (decompression bombs).
+CHAT_UPLOAD_MAX_IMAGE_PIXELS = env.int("CHAT_UPLOAD_MAX_IMAGE_PIXELS", default=50_000_000)
+CHAT_UPLOAD_THUMBNAIL_PX = env.int("CHAT_UPLOAD_THUMBNAIL_PX", default=320)
+# How files leave the server: "django" (streamed by Django), "x-accel-redirect" (nginx) or
+# "x-sendfile" (Apache mod_xsendfile, lighttpd). The web server then reads the file itself.
+CHAT_FILES_SERVE = env.str("CHAT_FILES_SERVE", default="django")
+# The internal nginx location that maps to MEDIA_ROOT (x-accel-redirect only).
+CHAT_FILES_ACCEL_PREFIX = env.str("CHAT_FILES_ACCEL_PREFIX", default="/protected-files/")
+# A separate origin for user files (e.g. "https://files.example-usercontent.net"): after the
+# membership check, /files/ redirects there with a signed URL valid for this many seconds.
+# The session cookie never travels there, and a file that escaped its headers runs on an
+# origin that holds nothing.
+CHAT_FILES_ORIGIN = env.str("CHAT_FILES_ORIGIN", default="")
+CHAT_FILES_SIGNED_SECONDS = env.int("CHAT_FILES_SIGNED_SECONDS", default=300)
+if CHAT_FILES_SERVE not in ("django", "x-accel-redirect", "x-sendfile"):
+    raise ImproperlyConfigured("CHAT_FILES_SERVE must be 'django', 'x-accel-redirect' or 'x-sendfile'.")
