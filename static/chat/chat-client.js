@@ -408,23 +408,32 @@ export class ChatClient {
     // The server pings at the WebSocket level, but a browser cannot see those; an
     // application ping finds a half-open connection (e.g. after a laptop sleeps).
     this._clearTimer("heartbeat");
+    const ws = this.ws;
+    if (!ws || !this.isConnected) return;
+    const silent = this.now() - this.lastFrameAt;
+    let wait;
+    if (silent >= this.pingInterval + this.pongTimeout) {
+      try {
+        ws.close(4000, "no pong");
+      } catch {
+        // ignore
+      }
+      this._onClose(ws, 4000);
+      return;
+    }
+    if (silent >= this.pingInterval) {
+      if (!(this._pingSentAt > this.lastFrameAt)) {
+        this._pingSentAt = this.now();
+        this._rawSend('{"type":"ping"}', false);
+      }
+      wait = this.pingInterval + this.pongTimeout - silent;
+    } else {
+      wait = this.pingInterval - silent;
+    }
     this._timers.heartbeat = this.setTimer(() => {
       this._timers.heartbeat = null;
-      const ws = this.ws;
-      if (!ws || !this.isConnected) return;
-      const silent = this.now() - this.lastFrameAt;
-      if (silent >= this.pingInterval + this.pongTimeout) {
-        try {
-          ws.close(4000, "no pong");
-        } catch {
-          // ignore
-        }
-        this._onClose(ws, 4000);
-        return;
-      }
-      if (silent >= this.pingInterval) this._rawSend('{"type":"ping"}', false);
       this._heartbeat();
-    }, Math.min(this.pingInterval, this.pongTimeout));
+    }, wait);
   }
 
   _rawSend(text, queueIfDown) {
