@@ -1,7 +1,10 @@
 """The chat's data: rooms, who is in them, and the gap-free, per-room numbered messages."""
 
+import uuid
+
 from django.conf import settings
 from django.db import models
+from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 
 
@@ -118,14 +121,16 @@ class Message(models.Model):
             attachment = self.attachment
         except Attachment.DoesNotExist:
             return None
+        # Paths on this site: the download view checks membership on every request (and, when
+        # a separate files domain is configured, redirects to a short-lived signed URL there).
         return {
-            "url": f"/files/{attachment.pk}/{attachment.name}",
+            "url": reverse("chat-file", args=[attachment.pk, attachment.name]),
             "name": attachment.name,
             "size": attachment.size,
             "mime": attachment.mime,
             "width": attachment.width,
             "height": attachment.height,
-            "thumbnailUrl": f"/files/{attachment.pk}/thumbnail/" if attachment.thumbnail else None,
+            "thumbnailUrl": reverse("chat-file-thumbnail", args=[attachment.pk]) if attachment.thumbnail else None,
         }
 
 
@@ -172,3 +177,46 @@ class WebSocketTicket(models.Model):
 
     def __str__(self) -> str:
         return f"ticket for {self.user_id} until {self.expires_at:%H:%M:%S}"
+
+
+class Upload(models.Model):
+    """A chunked upload in progress (or finished: ``message`` set), PROTOCOL section 5.
+
+    The state lives here and the partial bytes in a file under the media root, never in a
+    process, so a client may resume on any server process after a reconnect."""
+
+    # The wire's ``uploadId``: random, so that one user cannot guess another's (ownership is
+    # checked anyway).
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="uploads")
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="+")
+    # The ``messageId`` of the ``file_start``: it becomes the file message's client id.
+    client_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
+    name = models.CharField(max_length=255)
+    size = models.PositiveBigIntegerField()
+    # What the client declared; informational only, the stored type is detected from the bytes.
+    declared_mime = models.CharField(max_length=100, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    received = models.PositiveBigIntegerField(default=0)
+    next_index = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Pushed forward by every accepted chunk: an upload expires after a while without progress.
+    expires_at = models.DateTimeField()
+    message = models.OneToOneField(Message, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        constraints = [
+            # A re-sent ``file_start`` (same messageId) finds the upload instead of starting another.
+            models.UniqueConstraint(fields=["user", "client_id"], name="upload_user_client_id_unique"),
+        ]
+        indexes = [
+            models.Index(fields=["user", "message"], name="upload_user_message"),
+            models.Index(fields=["expires_at"], name="upload_expires_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"upload {self.pk} of {self.name} ({self.received}/{self.size})"
+
+    @property
+    def finished(self) -> bool:
+        return self.message_id is not None

@@ -496,6 +496,24 @@ def room_membership_frame(frame_type: str, *, room_slug: str, reason: str, now_m
     return {"type": frame_type, "room": room_slug, "timestamp": now_ms, "extra": {"reason": reason}}
 
 
+def moderated_frame(
+    *, room_slug: str, action: str, username: str | None, until: datetime | None, now_ms: int
+) -> dict[str, Any]:
+    """The answer to a ``moderate`` frame (to the actor; for mute/unmute to the target too).
+    PROTOCOL.md leaves its shape open; docs/protocol.md describes it."""
+    return {
+        "type": "moderated",
+        "room": room_slug,
+        "timestamp": now_ms,
+        "extra": {"action": action, "user": username, "until": to_ms(until)},
+    }
+
+
+def reported_frame(*, message_id: int, now_ms: int) -> dict[str, Any]:
+    """The answer to a ``report`` frame, to the reporter alone."""
+    return {"type": "reported", "timestamp": now_ms, "extra": {"id": message_id}}
+
+
 def pong_frame(*, now_ms: int) -> dict[str, Any]:
     return {"type": "pong", "timestamp": now_ms}
 
@@ -525,3 +543,66 @@ def error_from_exception(exc: ChatError, context: RequestContext, *, now_ms: int
 
 def retry_after_ms(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
+
+
+# --- Uploads (PROTOCOL section 5) ----------------------------------------------------------
+
+
+def _upload_frame(frame_type: str, status: Any, *, now_ms: int) -> dict[str, Any]:
+    return {
+        "type": frame_type,
+        "messageId": status.client_id,
+        "room": status.room_slug,
+        "timestamp": now_ms,
+        "extra": {
+            "uploadId": status.upload_id,
+            "chunkSize": status.chunk_size,
+            "received": status.received,
+            "nextIndex": status.next_index,
+            "size": status.size,
+        },
+    }
+
+
+def file_ready_frame(status: Any, *, now_ms: int) -> dict[str, Any]:
+    """The answer to ``file_start``; ``status`` is an ``uploads.UploadStatus``."""
+    return _upload_frame("file_ready", status, now_ms=now_ms)
+
+
+def file_progress_frame(status: Any, *, now_ms: int) -> dict[str, Any]:
+    """The answer to each accepted ``file_chunk``."""
+    return _upload_frame("file_progress", status, now_ms=now_ms)
+
+
+# A binary frame carries one chunk without base64 (docs/uploads.md):
+#   byte 0      format version, 1
+#   byte 1      n, the length of the upload id in bytes (1-64)
+#   n bytes     the upload id, ASCII
+#   4 bytes     the chunk index, unsigned, big-endian
+#   the rest    the chunk's raw bytes
+BINARY_CHUNK_VERSION = 1
+
+
+def binary_chunk_header(upload_id: str, index: int) -> bytes:
+    """The header a client puts before a chunk's bytes in a binary frame."""
+    raw_id = upload_id.encode("ascii")
+    if not 1 <= len(raw_id) <= MAX_CLIENT_ID:
+        raise ValueError("an upload id is 1 to 64 ASCII characters")
+    return bytes((BINARY_CHUNK_VERSION, len(raw_id))) + raw_id + index.to_bytes(4, "big")
+
+
+def parse_binary_chunk(data: bytes) -> FileChunk:
+    """A binary frame as a ``file_chunk`` request, or ``FrameError`` (``invalid``)."""
+    ctx = RequestContext(request_type="file_chunk")
+    if len(data) < 2 or data[0] != BINARY_CHUNK_VERSION:
+        raise FrameError("invalid", "a binary frame must start with format version 1", ctx)
+    id_end = 2 + data[1]
+    if data[1] == 0 or data[1] > MAX_CLIENT_ID or len(data) < id_end + 4:
+        raise FrameError("invalid", "the binary frame's header is cut short", ctx)
+    try:
+        upload_id = data[2:id_end].decode("ascii")
+    except UnicodeDecodeError:
+        raise FrameError("invalid", "the upload id must be ASCII", ctx) from None
+    ctx = RequestContext(request_type="file_chunk", upload_id=upload_id)
+    index = int.from_bytes(data[id_end : id_end + 4], "big")
+    return FileChunk(ctx, upload_id=upload_id, index=index, data=bytes(data[id_end + 4 :]))
