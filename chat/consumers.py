@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import time
 from typing import Any
 
+import redis.exceptions
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.db import DatabaseError, IntegrityError
 
-from . import broadcast, presence, protocol, ratelimit, selectors, services
+from . import broadcast, moderation, presence, protocol, ratelimit, selectors, services, uploads
 from .exceptions import ChatError
 from .models import Room
 from .protocol import FrameError, RequestContext
@@ -38,6 +41,16 @@ def _limits() -> dict[str, int]:
     }
 
 
+INFRASTRUCTURE_ERRORS = (DatabaseError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+def _close_code_for(exc: BaseException) -> int:
+    """4503 when a service we depend on is unreachable (retry will work), else 4500."""
+    if isinstance(exc, INFRASTRUCTURE_ERRORS) and not isinstance(exc, IntegrityError):
+        return protocol.CLOSE_GOING_AWAY
+    return protocol.CLOSE_SERVER_ERROR
+
+
 class ChatConsumer(AsyncWebsocketConsumer):
     user: Any = None
 
@@ -49,6 +62,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.close(code=protocol.CLOSE_AUTH_REQUIRED)
             return
+        try:
+            await self._open(user)
+        except Exception as exc:
+            logger.exception("socket setup failed")
+            await self.close(code=_close_code_for(exc))
+
+    async def _open(self, user: Any) -> None:
         self.user = user
         self.rooms: dict[int, str] = {}
         self.refusals: collections.deque[float] = collections.deque()
@@ -69,7 +89,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if self.user is None:
             return
-        self.recheck_task.cancel()
+        recheck_task = getattr(self, "recheck_task", None)
+        if recheck_task is not None:
+            recheck_task.cancel()
         went_offline = await presence.socket_disconnected(user_id=self.user.pk, channel_name=self.channel_name)
         await self.channel_layer.group_discard(broadcast.user_group(self.user.pk), self.channel_name)
         for room_id in list(self.rooms):
@@ -95,7 +117,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.user is None:
             return
         if text_data is None:
-            await self._refuse("invalid", "binary frames are not accepted", RequestContext())
+            await self._receive_binary_chunk(bytes_data or b"")
             return
         if len(text_data) > settings.CHAT_MAX_FRAME_BYTES // 4 and (
             len(text_data.encode("utf-8")) > settings.CHAT_MAX_FRAME_BYTES
@@ -112,9 +134,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await handler(self, request)
         except ChatError as exc:
             await self._refuse_with(exc, request.context)
-        except Exception:
+        except Exception as exc:
             logger.exception("frame %s failed", request.context.request_type)
-            await self._refuse("server_error", "the server failed to handle this frame", request.context)
+            if _close_code_for(exc) == protocol.CLOSE_GOING_AWAY:
+                # The database or the channel layer is gone: the client reconnects and resumes.
+                await self.close(code=protocol.CLOSE_GOING_AWAY)
+            else:
+                await self._refuse("server_error", "the server failed to handle this frame", request.context)
 
     async def on_connect_frame(self, request: protocol.Connect) -> None:
         memberships = await database_sync_to_async(selectors.user_memberships)(user=self.user)
@@ -204,6 +230,96 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def on_delete(self, request: protocol.Delete) -> None:
         await database_sync_to_async(services.message_delete)(user=self.user, message_id=request.id)
 
+    # --- Uploads (PROTOCOL section 5; the rules are in chat/uploads.py) ------------------------
+
+    async def _upload_call(self, request: protocol.Request, rule: Any, **kwargs: Any) -> Any:
+        """Run an upload rule in a worker thread rather than the one shared database thread, so
+        that hashing and storing a large file does not hold up every other frame. A refusal
+        about a known upload names its room even when the refused frame did not."""
+        try:
+            return await database_sync_to_async(rule, thread_sensitive=False)(user=self.user, **kwargs)
+        except ChatError as exc:
+            room = getattr(exc, "room", None)
+            if room is None or request.context.room is not None:
+                raise
+            await self._refuse_with(exc, dataclasses.replace(request.context, room=room))
+            return None
+
+    async def on_file_start(self, request: protocol.FileStart) -> None:
+        status = await self._upload_call(
+            request,
+            uploads.upload_start,
+            to=request.to,
+            client_id=request.message_id,
+            name=request.name,
+            size=request.size,
+            mime=request.mime,
+            sha256=request.sha256,
+            upload_id=request.upload_id,
+        )
+        if status is not None:
+            await self._send_frame(protocol.file_ready_frame(status, now_ms=_now_ms()))
+
+    async def on_file_chunk(self, request: protocol.FileChunk) -> None:
+        status = await self._upload_call(
+            request, uploads.upload_chunk, upload_id=request.upload_id, index=request.index, data=request.data
+        )
+        if status is not None:
+            await self._send_frame(protocol.file_progress_frame(status, now_ms=_now_ms()))
+
+    async def on_file_end(self, request: protocol.FileEnd) -> None:
+        result = await self._upload_call(request, uploads.upload_finish, upload_id=request.upload_id)
+        if result is not None:
+            # As for text messages: the file message leaves after commit, so the ack comes first.
+            await self._send_frame(protocol.ack_frame(result.message, now_ms=_now_ms()))
+
+    async def _receive_binary_chunk(self, data: bytes) -> None:
+        """A binary frame is a ``file_chunk`` without base64 (header in docs/uploads.md)."""
+        if len(data) > settings.CHAT_MAX_FRAME_BYTES:
+            await self.close(code=protocol.CLOSE_FRAME_TOO_LARGE)
+            return
+        try:
+            request = protocol.parse_binary_chunk(data)
+        except FrameError as exc:
+            await self._refuse(exc.code, exc.message, exc.context)
+            return
+        try:
+            await self.on_file_chunk(request)
+        except ChatError as exc:
+            await self._refuse_with(exc, request.context)
+        except Exception:
+            logger.exception("binary file_chunk failed")
+            await self._refuse("server_error", "the server failed to handle this frame", request.context)
+
+    async def on_moderate(self, request: protocol.Moderate) -> None:
+        result = await database_sync_to_async(moderation.room_moderate)(
+            actor=self.user,
+            slug=request.to,
+            action=request.action,
+            username=request.user,
+            seconds=request.seconds,
+            reason=request.reason,
+            topic=request.topic,
+        )
+        frame = protocol.moderated_frame(
+            room_slug=result.room.slug,
+            action=result.action,
+            username=result.target.username if result.target else None,
+            until=result.until,
+            now_ms=_now_ms(),
+        )
+        await self._send_frame(frame)
+        if result.action in ("mute", "unmute"):
+            await broadcast.send_to_user(result.target.pk, frame)
+        elif result.action in ("kick", "ban"):
+            await self._announce_presence(result.room.pk, result.room.slug)
+
+    async def on_report(self, request: protocol.Report) -> None:
+        await database_sync_to_async(moderation.message_report)(
+            user=self.user, message_id=request.id, reason=request.reason
+        )
+        await self._send_frame(protocol.reported_frame(message_id=request.id, now_ms=_now_ms()))
+
     async def on_not_yet(self, request: protocol.Request) -> None:
         await self._refuse("invalid", "this server does not handle that frame yet", request.context)
 
@@ -217,11 +333,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         protocol.Read: on_read,
         protocol.Edit: on_edit,
         protocol.Delete: on_delete,
-        protocol.Moderate: on_not_yet,
-        protocol.Report: on_not_yet,
-        protocol.FileStart: on_not_yet,
-        protocol.FileChunk: on_not_yet,
-        protocol.FileEnd: on_not_yet,
+        protocol.Moderate: on_moderate,
+        protocol.Report: on_report,
+        protocol.FileStart: on_file_start,
+        protocol.FileChunk: on_file_chunk,
+        protocol.FileEnd: on_file_end,
     }
 
     # --- Frames out --------------------------------------------------------------------------
