@@ -37,7 +37,7 @@ from PIL import ExifTags, Image, ImageOps
 
 from accounts.models import User
 
-from . import services
+from . import selectors, services
 from .exceptions import ChatError, Invalid, NotFound, TooLarge, UploadFailed
 from .models import Attachment, Membership, Message, Upload
 
@@ -492,9 +492,7 @@ def upload_finish(*, user: User, upload_id: str) -> services.PostResult:
 
 
 def _file_message(message_id: int) -> Message:
-    from .selectors import messages_with_relations
-
-    return messages_with_relations().get(pk=message_id)
+    return selectors.messages_with_relations().get(pk=message_id)
 
 
 # --- Expiry ------------------------------------------------------------------------------
