@@ -103,7 +103,8 @@ async def test_ticket_from_rest_opens_a_socket_once(connect):
     assert await reused.expect_close() == 4401
 
 
-async def test_socket_and_rest_share_one_posting_budget(connect):
+async def test_socket_and_rest_share_one_posting_budget(connect, settings):
+    settings.CHAT_POST_REFILL_PER_SECOND = 0.1  # no refill to speak of, however slow the machine
     alice, _ = await sync_to_async(_setup_lobby)()
     alice_socket = await connect(alice)
     for i in range(10):

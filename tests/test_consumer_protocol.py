@@ -436,6 +436,8 @@ async def test_typing_goes_to_others_only_and_is_throttled_silently(connect):
 
 
 async def test_rate_limit_refuses_with_retry_after_and_duplicates_are_free(connect, settings):
+    # A slow refill, so that a loaded machine taking seconds over the burst changes nothing.
+    settings.CHAT_POST_REFILL_PER_SECOND = 0.1
     (alice,) = await users("alice")
     await room(alice)
     a = await connect(alice)
@@ -447,7 +449,7 @@ async def test_rate_limit_refuses_with_retry_after_and_duplicates_are_free(conne
     await a.send({"type": "message", "to": "lobby", "content": "one too many", "messageId": "b10"})
     error = await a.expect("error")
     assert error["extra"]["code"] == "rate_limited" and error["messageId"] == "b10"
-    assert 0 < error["extra"]["retryAfterMs"] <= 1000
+    assert 0 < error["extra"]["retryAfterMs"] <= 10_000
 
 
 async def test_more_than_twenty_refusals_in_ten_seconds_closes_4429(connect):
