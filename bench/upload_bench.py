@@ -6,8 +6,9 @@
 1. Creates the bench database if missing, migrates it (never the development database), and
    creates the users, rooms and memberships directly through Django, with a logged-in session
    per user (``Client.force_login``): no sign-up traffic in the measurement.
-2. Starts one daphne process (``chatsite.asgi:application``, DEBUG off) on a free loopback port,
-   with ``CHAT_POST_REFILL_PER_SECOND=2`` (default 1): at exactly one message a second per user,
+2. Starts one daphne process (``chatsite.asgi:application``, DEBUG off; ``--servers N`` for
+   several, sockets spread round robin, which needs Redis) on free loopback ports, with
+   ``CHAT_POST_REFILL_PER_SECOND=2`` (default 1): at exactly one message a second per user,
    timer jitter alone would otherwise run some buckets dry and the bench would measure refusals.
 3. Opens a socket per chat user (``--chat-users`` spread over ``--rooms``); each sends one
    message a second to its room and times the round trip to its own copy of the message (stored,
@@ -275,6 +276,12 @@ async def uploader(connection, room: str, data: bytes, args: argparse.Namespace,
         await connection.close()
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -282,16 +289,17 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-async def run(args: argparse.Namespace, address: str, population: Population) -> Results:
+async def run(args: argparse.Namespace, addresses: list[str], population: Population, pids: list[int]) -> Results:
     results = Results()
     limit = asyncio.Semaphore(20)
 
-    async def connect(entry):
+    async def connect(n, entry):
+        # Round robin over the server processes (all of them share PostgreSQL and Redis).
         async with limit:
-            return await _connect(address, entry[2])
+            return await _connect(addresses[n % len(addresses)], entry[2])
 
-    chat_connections = await asyncio.gather(*(connect(e) for e in population.chat))
-    upload_connections = await asyncio.gather(*(connect(e) for e in population.uploaders))
+    chat_connections = await asyncio.gather(*(connect(n, e) for n, e in enumerate(population.chat)))
+    upload_connections = await asyncio.gather(*(connect(n, e) for n, e in enumerate(population.uploaders)))
     print(f"{len(chat_connections)} chat sockets and {len(upload_connections)} uploader sockets open", flush=True)
 
     begin = time.monotonic()
@@ -310,6 +318,7 @@ async def run(args: argparse.Namespace, address: str, population: Population) ->
     chat_task = asyncio.ensure_future(chat_all())
     await asyncio.sleep(args.warmup)
     upload_begin = time.monotonic()
+    cpu_begin = sum(_cpu_seconds(pid) for pid in pids)
     await asyncio.wait_for(
         asyncio.gather(
             *(
@@ -320,6 +329,7 @@ async def run(args: argparse.Namespace, address: str, population: Population) ->
         timeout=max(1.0, hard_stop - time.monotonic()),
     )
     upload_end = time.monotonic()
+    results.server_cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu_begin  # type: ignore[attr-defined]
     await asyncio.sleep(max(0.0, min(hard_stop, upload_end + args.tail) - time.monotonic()))
     chat_task.cancel()
     await asyncio.gather(chat_task, return_exceptions=True)
@@ -352,6 +362,9 @@ def report(args: argparse.Namespace, results: Results) -> None:
             f"p99 {_percentile(values, 0.99):.1f} ms max {max(values, default=float('nan')):.1f} ms"
         )
     print(f"chat frames refused: {results.refused}")
+    busy = results.server_cpu / (upload_end - upload_begin)  # type: ignore[attr-defined]
+    print(f"server CPU during uploads: {results.server_cpu:.1f} s ({busy:.0%} of one core, all processes)")  # type: ignore[attr-defined]
+    print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}")
 
 
 def main() -> None:
@@ -364,6 +377,7 @@ def main() -> None:
     parser.add_argument("--file-mib", type=int, default=5)
     parser.add_argument("--window", type=int, default=4, help="chunks in flight per upload")
     parser.add_argument("--binary", action="store_true", help="send chunks as binary frames")
+    parser.add_argument("--servers", type=int, default=1, help="daphne processes (more than one needs Redis)")
     parser.add_argument("--warmup", type=float, default=8.0)
     parser.add_argument("--tail", type=float, default=3.0)
     parser.add_argument("--max-seconds", type=float, default=120.0)
@@ -372,19 +386,25 @@ def main() -> None:
     media_root = tempfile.mkdtemp(prefix="upload-bench-media-")
     env = _environment(args, media_root)
     population = prepare(args, env)
-    port = _free_port()
-    log_path = os.path.join(media_root, "daphne.log")
-    server = start_server(env, port, log_path)
+    servers: list[subprocess.Popen] = []
+    addresses = []
     try:
-        results = asyncio.run(run(args, f"127.0.0.1:{port}", population))
+        for n in range(args.servers):
+            port = _free_port()
+            servers.append(start_server(env, port, os.path.join(media_root, f"daphne-{n}.log")))
+            addresses.append(f"127.0.0.1:{port}")
+        print(f"load average (1, 5, 15 min) at the start: {os.getloadavg()}", flush=True)
+        results = asyncio.run(run(args, addresses, population, [server.pid for server in servers]))
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        for server in servers:
+            server.terminate()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    print(f"servers: {args.servers} daphne process(es); database {args.database_url}; redis {args.redis_url or 'none'}")
     report(args, results)
-    print(f"(server log: {log_path})")
+    print(f"(server logs: {media_root})")
 
 
 if __name__ == "__main__":
