@@ -113,6 +113,7 @@ function newRoom(slug) {
     messages: [], // sorted by seq
     bySeq: new Map(),
     byId: new Map(),
+    messageIds: new Set(), // client ids of stored messages (one's own)
     online: [],
     typing: new Map(), // username -> timer
     get displayName() {
@@ -155,6 +156,7 @@ function openRoom(slug, { push = true, focus = true } = {}) {
     client.joinRoom(slug);
   }
   log.show(room, pendingFor(slug));
+  el.app.dataset.loadedRoom = room.loaded ? slug : "";
   renderHeader();
   renderOnline();
   renderTyping();
@@ -169,8 +171,11 @@ function roomPath(slug) {
   return `/rooms/${encodeURIComponent(slug)}/`;
 }
 
+/** Messages of the room still in the outbox, unless already stored (a re-send after a reload
+ * is answered with an ack only: its message is in the history). */
 function pendingFor(slug) {
-  return client.pendingMessages().filter((frame) => frame.to === slug);
+  const room = rooms.get(slug);
+  return client.pendingMessages().filter((frame) => frame.to === slug && !room?.messageIds.has(frame.messageId));
 }
 
 function canPost(room) {
@@ -265,6 +270,7 @@ function insertMessage(room, message) {
   }
   room.bySeq.set(message.seq, message);
   room.byId.set(message.id, message);
+  if (message.messageId) room.messageIds.add(message.messageId);
   const list = room.messages;
   if (!list.length || list[list.length - 1].seq < message.seq) {
     list.push(message);
@@ -306,6 +312,7 @@ client.on("history", (frame) => {
   room.messages = [];
   room.bySeq.clear();
   room.byId.clear();
+  room.messageIds.clear();
   for (const message of frame.extra?.messages ?? []) {
     learnUser(message.from, message.extra?.displayName);
     insertMessage(room, message);
@@ -317,6 +324,7 @@ client.on("history", (frame) => {
   if (room.slug === current) {
     room.markerSeq = room.readSeq < room.lastSeq ? room.readSeq : null;
     log.show(room, pendingFor(room.slug));
+    el.app.dataset.loadedRoom = room.slug;
     performance.mark?.("chat:history-rendered");
     scheduleRead();
   }
@@ -372,10 +380,18 @@ client.on("outbox", () => {
   if (!current) return;
   // Pending items of the open room: show new ones; acknowledged ones leave when their
   // message arrives (message-view removes the item with the same messageId).
+  const room = rooms.get(current);
+  if (!room?.loaded) return; // shown with the history
   for (const frame of pendingFor(current)) log.addPending(frame);
 });
 
-client.on("ack", (frame) => log.setPendingState(frame.messageId, "sent"));
+client.on("ack", (frame) => {
+  // A repeat (after a reload or a reconnect) is acknowledged without a new message frame:
+  // if the message is already shown, the pending copy goes now.
+  const room = rooms.get(frame.room);
+  if (room?.bySeq.has(frame.seq) || room?.messageIds.has(frame.messageId)) log.removePending(frame.messageId);
+  else log.setPendingState(frame.messageId, "sent");
+});
 
 client.on("message_failed", ({ message, error }) => {
   log.setPendingState(message.messageId, "failed");
@@ -936,43 +952,55 @@ function uploadFiles(files) {
   for (const file of files) uploads.start(file, current);
 }
 
+const uploadItems = new Map(); // upload id -> {li, progress, status, button}
+
+/** Update the upload list in place: rebuilding it on every progress event would replace the
+ * Cancel button under the pointer (a click needs press and release on one element). */
 function renderUploads() {
-  const items = uploads.active().map((upload) => {
+  const active = uploads.active();
+  const ids = new Set(active.map((upload) => upload.id));
+  for (const [id, item] of uploadItems) {
+    if (!ids.has(id)) {
+      item.li.remove();
+      uploadItems.delete(id);
+    }
+  }
+  for (const upload of active) {
+    let item = uploadItems.get(upload.id);
+    if (!item) {
+      item = {
+        li: h("li", { class: "upload" }),
+        name: h("span", { class: "upload-name" }, upload.name),
+        progress: h("progress", { max: upload.size, "aria-label": interpolate(gettext("Uploading %(name)s"), { name: upload.name }) }),
+        status: h("span", { class: "upload-status" }),
+        button: h("button", { type: "button", class: "link-button" }),
+      };
+      item.button.addEventListener("click", () => {
+        if (upload.state === "failed") uploads.dismiss(upload.id);
+        else uploads.cancel(upload.id);
+        renderUploads();
+      });
+      item.li.append(item.name, item.progress, item.status, item.button);
+      uploadItems.set(upload.id, item);
+      el.uploads.append(item.li);
+    }
     const failed = upload.state === "failed";
-    const label = interpolate(gettext("Uploading %(name)s"), { name: upload.name });
-    const progress = h("progress", { max: upload.size, "aria-label": label });
-    if (upload.received > 0 || upload.state === "sending" || upload.state === "finishing") progress.value = upload.received;
+    item.li.classList.toggle("failed", failed);
+    item.progress.hidden = failed;
+    if (upload.received > 0 || upload.state === "sending" || upload.state === "finishing") {
+      item.progress.value = upload.received;
+    }
     const percent = upload.size ? Math.floor((100 * upload.received) / upload.size) : 0;
     let status;
     if (failed) status = uploadError(upload);
     else if (upload.state === "waiting") status = gettext("Waiting for the connection…");
     else if (upload.state === "finishing") status = gettext("Processing…");
     else status = `${percent}% · ${formatSize(upload.size, pageLanguage())}`;
-    return h(
-      "li",
-      { class: failed ? "upload failed" : "upload" },
-      h("span", { class: "upload-name" }, upload.name),
-      failed ? null : progress,
-      h("span", { class: "upload-status" }, status),
-      h(
-        "button",
-        {
-          type: "button",
-          class: "link-button",
-          on: {
-            click: () => {
-              if (failed) uploads.dismiss(upload.id);
-              else uploads.cancel(upload.id);
-              renderUploads();
-            },
-          },
-        },
-        failed ? gettext("Dismiss") : gettext("Cancel"),
-      ),
-    );
-  });
-  replaceChildren(el.uploads, items);
-  el.uploads.hidden = items.length === 0;
+    if (item.status.textContent !== status) item.status.textContent = status;
+    const label = failed ? gettext("Dismiss") : gettext("Cancel");
+    if (item.button.textContent !== label) item.button.textContent = label;
+  }
+  el.uploads.hidden = active.length === 0;
 }
 
 function uploadError(upload) {
