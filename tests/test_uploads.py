@@ -25,6 +25,8 @@ from tests.conftest import make_user
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CHUNK = 64 * 1024
+# Generous: the machine running the suite may be busy (2 cores, other test runs).
+WAIT = 10
 
 
 @pytest.fixture(autouse=True)
@@ -77,18 +79,18 @@ async def send_chunks(socket, upload_id: str, data: bytes, *, first: int = 0) ->
         if index < first:
             continue
         await socket.send(chunk_frame(upload_id, index, chunk))
-        progress = await socket.expect("file_progress")
+        progress = await socket.expect("file_progress", WAIT)
     return progress
 
 
 async def upload_file(socket, data: bytes, **start) -> tuple[dict, dict]:
     """A whole upload with sha256; returns (ack, the uploader's copy of the message)."""
     await socket.send(start_frame(data, sha256=hashlib.sha256(data).hexdigest(), **start))
-    ready = await socket.expect("file_ready")
+    ready = await socket.expect("file_ready", WAIT)
     await send_chunks(socket, ready["extra"]["uploadId"], data)
     await socket.send({"type": "file_end", "extra": {"uploadId": ready["extra"]["uploadId"]}})
-    ack = await socket.expect("ack")
-    message = await socket.expect("message")
+    ack = await socket.expect("ack", WAIT)
+    message = await socket.expect("message", WAIT)
     return ack, message
 
 
@@ -151,7 +153,7 @@ async def test_multi_chunk_round_trip_downloaded_by_another_member(connect, lobb
     b = await connect(bob)
     digest = hashlib.sha256(data).hexdigest()
     await a.send(start_frame(data, name="report.bin", sha256=digest))
-    ready = await a.expect("file_ready")
+    ready = await a.expect("file_ready", WAIT)
     assert ready["messageId"] == "up-1" and ready["room"] == "lobby"
     upload_id = ready["extra"]["uploadId"]
     assert ready["extra"] == {
@@ -164,17 +166,17 @@ async def test_multi_chunk_round_trip_downloaded_by_another_member(connect, lobb
 
     for index, chunk in enumerate(chunks_of(data)):
         await a.send(chunk_frame(upload_id, index, chunk))
-        progress = await a.expect("file_progress")
+        progress = await a.expect("file_progress", WAIT)
         assert progress["extra"]["nextIndex"] == index + 1
         assert progress["extra"]["received"] == min(len(data), (index + 1) * CHUNK)
         assert progress["messageId"] == "up-1"
     await a.send({"type": "file_end", "extra": {"uploadId": upload_id}})
-    ack = await a.expect("ack")
+    ack = await a.expect("ack", WAIT)
     assert ack["messageId"] == "up-1" and ack["room"] == "lobby" and ack["seq"] == 1
-    mine = await a.expect("message")
+    mine = await a.expect("message", WAIT)
     assert mine["id"] == ack["id"]
 
-    seen = await b.expect("message")
+    seen = await b.expect("message", WAIT)
     assert seen["extra"]["kind"] == "file" and seen["from"] == "alice"
     attachment = seen["extra"]["attachment"]
     assert attachment["name"] == "report.bin" and attachment["size"] == len(data)
@@ -199,7 +201,7 @@ async def test_multi_chunk_round_trip_downloaded_by_another_member(connect, lobb
 
     # A repeated file_end answers with the first ack and stores nothing more.
     await a.send({"type": "file_end", "extra": {"uploadId": upload_id}})
-    again = await a.expect("ack")
+    again = await a.expect("ack", WAIT)
     assert (again["id"], again["seq"], again["messageId"]) == (ack["id"], ack["seq"], "up-1")
     assert await b.nothing()
     assert await _db(_file_messages) == 1
@@ -212,21 +214,21 @@ async def test_binary_frames_carry_chunks(connect, lobby):
     data = os.urandom(CHUNK + 100)
     a = await connect(alice)
     await a.send(start_frame(data, sha256=hashlib.sha256(data).hexdigest()))
-    upload_id = (await a.expect("file_ready"))["extra"]["uploadId"]
+    upload_id = (await a.expect("file_ready", WAIT))["extra"]["uploadId"]
     for index, chunk in enumerate(chunks_of(data)):
         await a.communicator.send_to(bytes_data=protocol.binary_chunk_header(upload_id, index) + chunk)
-        progress = await a.expect("file_progress")
+        progress = await a.expect("file_progress", WAIT)
     assert progress["extra"]["received"] == len(data)
     # A wrong index in a binary frame is refused like any chunk, naming the upload and its room.
     await a.communicator.send_to(bytes_data=protocol.binary_chunk_header(upload_id, 7) + b"x")
-    error = await a.expect("error")
+    error = await a.expect("error", WAIT)
     assert error["extra"]["code"] == "upload_failed" and error["extra"]["requestType"] == "file_chunk"
     assert error["extra"]["uploadId"] == upload_id and error["room"] == "lobby"
     await a.communicator.send_to(bytes_data=b"\x09garbage")
-    assert (await a.expect("error"))["extra"]["code"] == "invalid"
+    assert (await a.expect("error", WAIT))["extra"]["code"] == "invalid"
     await a.send({"type": "file_end", "extra": {"uploadId": upload_id}})
-    await a.expect("ack")
-    url = (await a.expect("message"))["extra"]["attachment"]["url"]
+    await a.expect("ack", WAIT)
+    url = (await a.expect("message", WAIT))["extra"]["attachment"]["url"]
     assert (await sync_to_async(download)(bob, url))[1] == data
     await a.close()
 
@@ -236,20 +238,20 @@ async def test_resume_after_a_dropped_socket(connect, lobby):
     data = os.urandom(3 * CHUNK)
     a = await connect(alice)
     await a.send(start_frame(data, sha256=hashlib.sha256(data).hexdigest()))
-    upload_id = (await a.expect("file_ready"))["extra"]["uploadId"]
+    upload_id = (await a.expect("file_ready", WAIT))["extra"]["uploadId"]
     await a.send(chunk_frame(upload_id, 0, data[:CHUNK]))
-    await a.expect("file_progress")
+    await a.expect("file_progress", WAIT)
     await a.close()
 
     a2 = await connect(alice)
     await a2.send(start_frame(data, sha256=hashlib.sha256(data).hexdigest(), uploadId=upload_id))
-    ready = await a2.expect("file_ready")
+    ready = await a2.expect("file_ready", WAIT)
     assert ready["extra"]["uploadId"] == upload_id
     assert (ready["extra"]["received"], ready["extra"]["nextIndex"]) == (CHUNK, 1)
     await send_chunks(a2, upload_id, data, first=1)
     await a2.send({"type": "file_end", "extra": {"uploadId": upload_id}})
-    await a2.expect("ack")
-    url = (await a2.expect("message"))["extra"]["attachment"]["url"]
+    await a2.expect("ack", WAIT)
+    url = (await a2.expect("message", WAIT))["extra"]["attachment"]["url"]
     assert (await sync_to_async(download)(bob, url))[1] == data
     await a2.close()
 
@@ -260,17 +262,17 @@ async def test_a_resent_file_start_finds_its_upload_by_message_id(connect, lobby
     data = os.urandom(CHUNK + 1)
     a = await connect(alice)
     await a.send(start_frame(data, message_id="same"))
-    first = await a.expect("file_ready")
+    first = await a.expect("file_ready", WAIT)
     await a.send(chunk_frame(first["extra"]["uploadId"], 0, data[:CHUNK]))
-    await a.expect("file_progress")
+    await a.expect("file_progress", WAIT)
     await a.send(start_frame(data, message_id="same"))
-    second = await a.expect("file_ready")
+    second = await a.expect("file_ready", WAIT)
     assert second["extra"]["uploadId"] == first["extra"]["uploadId"]
     assert second["extra"]["nextIndex"] == 1
     assert await _db(lambda: Upload.objects.count()) == 1
     # The same messageId for another file is a mistake, not a resume.
     await a.send(start_frame(data + b"more", message_id="same"))
-    assert (await a.expect("error"))["extra"]["code"] == "invalid"
+    assert (await a.expect("error", WAIT))["extra"]["code"] == "invalid"
     await a.close()
 
 
@@ -281,7 +283,7 @@ async def test_direct_upload_by_username(connect, lobby):
     ack, message = await upload_file(a, b"hello bob\n", name="note.txt", to="@bob", message_id="dm-file")
     assert message["room"].startswith("dm-") and ack["room"] == message["room"]
     assert message["extra"]["attachment"]["mime"] == "text/plain"
-    seen = await b.expect("message")
+    seen = await b.expect("message", WAIT)
     assert seen["id"] == ack["id"]
     await a.close()
     await b.close()
@@ -295,7 +297,7 @@ async def test_oversize_is_too_large(connect, lobby, settings):
     settings.CHAT_MAX_UPLOAD_BYTES = 1000
     a = await connect(alice)
     await a.send(start_frame(b"x" * 1001, message_id="big"))
-    error = await a.expect("error")
+    error = await a.expect("error", WAIT)
     assert error["extra"]["code"] == "too_large" and error["extra"]["requestType"] == "file_start"
     assert error["messageId"] == "big" and error["room"] == "lobby"
     assert await _db(lambda: Upload.objects.count()) == 0
@@ -308,7 +310,7 @@ async def test_storage_quota_is_too_large(connect, lobby, settings):
     a = await connect(alice)
     await upload_file(a, os.urandom(2000), message_id="first")
     await a.send(start_frame(os.urandom(1500), message_id="second"))
-    assert (await a.expect("error"))["extra"]["code"] == "too_large"
+    assert (await a.expect("error", WAIT))["extra"]["code"] == "too_large"
     await a.close()
 
 
@@ -317,11 +319,11 @@ async def test_chunks_out_of_order_oversized_or_past_the_size_are_refused_and_re
     data = os.urandom(CHUNK + 500)
     a = await connect(alice)
     await a.send(start_frame(data, sha256=hashlib.sha256(data).hexdigest()))
-    upload_id = (await a.expect("file_ready"))["extra"]["uploadId"]
+    upload_id = (await a.expect("file_ready", WAIT))["extra"]["uploadId"]
 
     async def refused(frame, *, received):
         await a.send(frame)
-        error = await a.expect("error")
+        error = await a.expect("error", WAIT)
         assert error["extra"]["code"] == "upload_failed"
         assert error["extra"]["requestType"] == "file_chunk" and error["extra"]["uploadId"] == upload_id
         assert error["room"] == "lobby"
@@ -333,19 +335,19 @@ async def test_chunks_out_of_order_oversized_or_past_the_size_are_refused_and_re
     await refused(chunk_frame(upload_id, 0, os.urandom(CHUNK + 1)), received=0)  # over chunkSize
     await refused(chunk_frame(upload_id, 0, data[:100]), received=0)  # short, but not the last
     await a.send(chunk_frame(upload_id, 0, data[:CHUNK]))
-    await a.expect("file_progress")
+    await a.expect("file_progress", WAIT)
     await refused(chunk_frame(upload_id, 1, os.urandom(501)), received=CHUNK)  # past the declared size
     await refused(chunk_frame(upload_id, 0, data[:CHUNK]), received=CHUNK)  # a repeat
     # file_end before every byte arrived: refused, and still resumable.
     await a.send({"type": "file_end", "extra": {"uploadId": upload_id}})
-    assert (await a.expect("error"))["extra"]["code"] == "upload_failed"
+    assert (await a.expect("error", WAIT))["extra"]["code"] == "upload_failed"
     assert await _db(_file_messages) == 0 and _stored_files(media_root) == []
 
     await a.send(chunk_frame(upload_id, 1, data[CHUNK:]))
-    await a.expect("file_progress")
+    await a.expect("file_progress", WAIT)
     await a.send({"type": "file_end", "extra": {"uploadId": upload_id}})
-    await a.expect("ack")
-    url = (await a.expect("message"))["extra"]["attachment"]["url"]
+    await a.expect("ack", WAIT)
+    url = (await a.expect("message", WAIT))["extra"]["attachment"]["url"]
     assert (await sync_to_async(download)(bob, url))[1] == data
     await a.close()
 
@@ -355,11 +357,11 @@ async def test_sha256_mismatch_discards_the_upload(connect, lobby, media_root):
     data = os.urandom(1000)
     a = await connect(alice)
     await a.send(start_frame(data, sha256="0" * 64))
-    upload_id = (await a.expect("file_ready"))["extra"]["uploadId"]
+    upload_id = (await a.expect("file_ready", WAIT))["extra"]["uploadId"]
     await a.send(chunk_frame(upload_id, 0, data))
-    await a.expect("file_progress")
+    await a.expect("file_progress", WAIT)
     await a.send({"type": "file_end", "extra": {"uploadId": upload_id}})
-    error = await a.expect("error")
+    error = await a.expect("error", WAIT)
     assert error["extra"]["code"] == "upload_failed" and error["extra"]["uploadId"] == upload_id
     assert error["extra"]["requestType"] == "file_end" and error["room"] == "lobby"
     assert await _db(lambda: Upload.objects.filter(pk=upload_id).exists()) is False
@@ -367,7 +369,7 @@ async def test_sha256_mismatch_discards_the_upload(connect, lobby, media_root):
     assert await _db(_file_messages) == 0 and _stored_files(media_root) == []
     # Gone for good: another chunk is refused too.
     await a.send(chunk_frame(upload_id, 1, b"x"))
-    assert (await a.expect("error"))["extra"]["code"] == "upload_failed"
+    assert (await a.expect("error", WAIT))["extra"]["code"] == "upload_failed"
     await a.close()
 
 
@@ -376,10 +378,10 @@ async def test_non_members_cannot_upload(connect, lobby):
     await sync_to_async(services.room_create)(user=alice, slug="secret", name="Secret", kind=Room.Kind.PRIVATE)
     c = await connect(carol)
     await c.send(start_frame(b"hi", to="secret", message_id="c1"))
-    error = await c.expect("error")
+    error = await c.expect("error", WAIT)
     assert error["extra"]["code"] == "not_found" and error["messageId"] == "c1" and error["room"] == "secret"
     await c.send(start_frame(b"hi", to="lobby", message_id="c2"))
-    assert (await c.expect("error"))["extra"]["code"] == "forbidden"
+    assert (await c.expect("error", WAIT))["extra"]["code"] == "forbidden"
     assert await _db(lambda: Upload.objects.count()) == 0
     await c.close()
 
@@ -389,14 +391,14 @@ async def test_a_fourth_unfinished_upload_is_refused(connect, lobby):
     a = await connect(alice)
     for n in range(3):
         await a.send(start_frame(b"abc", message_id=f"u{n}"))
-        await a.expect("file_ready")
+        await a.expect("file_ready", WAIT)
     await a.send(start_frame(b"abc", message_id="u3"))
-    error = await a.expect("error")
+    error = await a.expect("error", WAIT)
     assert error["extra"]["code"] == "upload_failed" and error["messageId"] == "u3"
     assert await _db(lambda: Upload.objects.count()) == 3
     # Resuming one of the three is not a fourth.
     await a.send(start_frame(b"abc", message_id="u1"))
-    await a.expect("file_ready")
+    await a.expect("file_ready", WAIT)
     await a.close()
 
 
@@ -405,12 +407,12 @@ async def test_another_users_upload_id_is_not_theirs(connect, lobby):
     a = await connect(alice)
     b = await connect(bob)
     await a.send(start_frame(b"secret bytes"))
-    upload_id = (await a.expect("file_ready"))["extra"]["uploadId"]
+    upload_id = (await a.expect("file_ready", WAIT))["extra"]["uploadId"]
     await b.send(chunk_frame(upload_id, 0, b"secret bytes"))
-    assert (await b.expect("error"))["extra"]["code"] == "upload_failed"
+    assert (await b.expect("error", WAIT))["extra"]["code"] == "upload_failed"
     # Naming it in file_start starts bob's own upload instead.
     await b.send(start_frame(b"secret bytes", message_id="b1", uploadId=upload_id))
-    assert (await b.expect("file_ready"))["extra"]["uploadId"] != upload_id
+    assert (await b.expect("file_ready", WAIT))["extra"]["uploadId"] != upload_id
     await a.close()
     await b.close()
 
@@ -424,12 +426,12 @@ async def test_html_under_a_path_name_is_stored_safely_and_downloaded_as_attachm
     a = await connect(alice)
     # The client claims an image: the bytes decide.
     await a.send(start_frame(html, name="../../x.html", mime="image/png"))
-    upload_id = (await a.expect("file_ready"))["extra"]["uploadId"]
+    upload_id = (await a.expect("file_ready", WAIT))["extra"]["uploadId"]
     await a.send(chunk_frame(upload_id, 0, html))
-    await a.expect("file_progress")
+    await a.expect("file_progress", WAIT)
     await a.send({"type": "file_end", "extra": {"uploadId": upload_id}})
-    await a.expect("ack")
-    attachment = (await a.expect("message"))["extra"]["attachment"]
+    await a.expect("ack", WAIT)
+    attachment = (await a.expect("message", WAIT))["extra"]["attachment"]
     assert attachment["name"] == "x.html" and attachment["mime"] == "text/html"
     stored = await _db(lambda: Attachment.objects.get())
     assert ".." not in stored.file.name and "x.html" not in stored.file.name
@@ -477,11 +479,11 @@ async def test_an_image_bomb_is_refused(connect, lobby, media_root):
     assert len(bomb) < 200
     a = await connect(alice)
     await a.send(start_frame(bomb, name="bomb.png"))
-    upload_id = (await a.expect("file_ready"))["extra"]["uploadId"]
+    upload_id = (await a.expect("file_ready", WAIT))["extra"]["uploadId"]
     await a.send(chunk_frame(upload_id, 0, bomb))
-    await a.expect("file_progress")
+    await a.expect("file_progress", WAIT)
     await a.send({"type": "file_end", "extra": {"uploadId": upload_id}})
-    error = await a.expect("error")
+    error = await a.expect("error", WAIT)
     assert error["extra"]["code"] == "upload_failed" and error["extra"]["uploadId"] == upload_id
     assert await _db(_file_messages) == 0 and _stored_files(media_root) == []
     assert await _db(lambda: Upload.objects.filter(pk=upload_id).exists()) is False
@@ -594,11 +596,11 @@ async def test_an_expired_upload_cannot_be_resumed(connect, lobby, settings):
     a = await connect(alice)
     data = os.urandom(CHUNK + 1)
     await a.send(start_frame(data))
-    upload_id = (await a.expect("file_ready"))["extra"]["uploadId"]
+    upload_id = (await a.expect("file_ready", WAIT))["extra"]["uploadId"]
     await _db(lambda: Upload.objects.filter(pk=upload_id).update(expires_at=timezone.now() - timedelta(seconds=1)))
     await a.send(chunk_frame(upload_id, 0, data[:CHUNK]))
-    assert (await a.expect("error"))["extra"]["code"] == "upload_failed"
+    assert (await a.expect("error", WAIT))["extra"]["code"] == "upload_failed"
     await a.send(start_frame(data, uploadId=upload_id))
-    ready = await a.expect("file_ready")
+    ready = await a.expect("file_ready", WAIT)
     assert ready["extra"]["uploadId"] != upload_id and ready["extra"]["received"] == 0
     await a.close()
