@@ -816,7 +816,7 @@ $("#open-browse-rooms").addEventListener("click", async () => {
   openDialog(dialog);
   try {
     const all = listOf(await api("/rooms/"));
-    const joinable = all.filter((room) => (room.kind ?? "public") === "public" && !rooms.has(room.slug));
+    const joinable = all.filter((room) => (room.kind ?? "public") === "public" && !room.isMember && !rooms.has(room.slug));
     if (!joinable.length) {
       replaceChildren(list, h("li", { class: "muted" }, gettext("You are in every public room already.")));
       return;

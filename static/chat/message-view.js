@@ -223,7 +223,9 @@ export class MessageLog {
     if (deleted) {
       li.append(h("p", { class: "message-text deleted-text" }, gettext("Message deleted")));
     } else {
-      if (message.content) li.append(this._text(message.content, extra.mentions));
+      // A file message's text is its file name: the attachment card already shows it.
+      const caption = extra.attachment && message.content === extra.attachment.name ? "" : message.content;
+      if (caption) li.append(this._text(caption, extra.mentions));
       if (extra.attachment) li.append(this._attachment(extra.attachment));
       if (extra.editedAt) {
         li.append(
