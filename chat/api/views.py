@@ -13,6 +13,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated
 from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -33,6 +34,9 @@ EDIT_BODY = {"type": "object", "required": ["content"], "properties": {"content"
 # comment, not a docstring: the schema would show a docstring as every view's description.)
 class ChatApiMixin:
     throttle_classes = [ReadThrottle, WriteThrottle]
+    # JSON only, errors included: browsers get the same answers as scripts (the docs are at
+    # /api/docs/), and no HTML page of DRF's has to live with the site's CSP.
+    renderer_classes = [JSONRenderer]
 
     def get_authenticate_header(self, request: Request) -> str | None:
         # DRF asks only the first authenticator (the session, which has no challenge) and then
