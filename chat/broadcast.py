@@ -7,14 +7,16 @@ never becomes one.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-from . import presence
-from .protocol import encode
+from . import presence, selectors
+from .protocol import encode, user_list_frame
 
 
 def room_group(room_id: int) -> str:
@@ -36,28 +38,51 @@ async def send_to_user(user_id: int, frame: dict[str, Any]) -> None:
     await get_channel_layer().group_send(user_group(user_id), {"type": "chat.frame", "text": encode(frame)})
 
 
-async def subscribe_user(*, user_id: int, room_id: int, room_slug: str, frame: dict[str, Any]) -> None:
+async def announce_presence(*, room_id: int, room_slug: str) -> None:
+    """Send the room its ``user_list``: the members with a live socket anywhere."""
+    members = await database_sync_to_async(selectors.member_profiles)(room_id=room_id)
+    online = await presence.online_user_ids([m["user_id"] for m in members])
+    users = [
+        {"username": m["user__username"], "displayName": m["user__display_name"] or m["user__username"]}
+        for m in members
+        if m["user_id"] in online
+    ]
+    await send_to_room(room_id, user_list_frame(room_slug=room_slug, users=users, now_ms=int(time.time() * 1000)))
+
+
+async def subscribe_user(
+    *, user_id: int, room_id: int, room_slug: str, frame: dict[str, Any], announce: bool = True
+) -> None:
     """Put every live socket of the user, on any process, into the room's group, then tell them.
 
     The group is joined here rather than by each socket on hearing the news, so that a message
-    sent right after (the first message of a new direct room) already reaches them."""
+    sent right after (the first message of a new direct room) already reaches them. ``announce``
+    sends the room its new ``user_list``; a socket's own ``join_room`` does that itself, after
+    its ``room_state`` and ``history``."""
     layer = get_channel_layer()
-    for channel in await presence.user_channels(user_id=user_id):
+    channels = await presence.user_channels(user_id=user_id)
+    for channel in channels:
         await layer.group_add(room_group(room_id), channel)
     await layer.group_send(
         user_group(user_id),
         {"type": "chat.subscribed", "room_id": room_id, "slug": room_slug, "text": encode(frame)},
     )
+    if announce and channels:
+        await announce_presence(room_id=room_id, room_slug=room_slug)
 
 
 async def unsubscribe_user(*, user_id: int, room_id: int, room_slug: str, frame: dict[str, Any]) -> None:
+    """Take every socket of the user out of the room's group, tell them, and tell the room."""
     layer = get_channel_layer()
-    for channel in await presence.user_channels(user_id=user_id):
+    channels = await presence.user_channels(user_id=user_id)
+    for channel in channels:
         await layer.group_discard(room_group(room_id), channel)
     await layer.group_send(
         user_group(user_id),
         {"type": "chat.unsubscribed", "room_id": room_id, "slug": room_slug, "text": encode(frame)},
     )
+    if channels:
+        await announce_presence(room_id=room_id, room_slug=room_slug)
 
 
 async def close_user_sockets(*, user_id: int, code: int) -> None:
@@ -76,9 +101,13 @@ def send_to_user_on_commit(user_id: int, frame: dict[str, Any]) -> None:
     transaction.on_commit(lambda: async_to_sync(send_to_user)(user_id, frame))
 
 
-def subscribe_user_on_commit(*, user_id: int, room_id: int, room_slug: str, frame: dict[str, Any]) -> None:
+def subscribe_user_on_commit(
+    *, user_id: int, room_id: int, room_slug: str, frame: dict[str, Any], announce: bool = True
+) -> None:
     transaction.on_commit(
-        lambda: async_to_sync(subscribe_user)(user_id=user_id, room_id=room_id, room_slug=room_slug, frame=frame)
+        lambda: async_to_sync(subscribe_user)(
+            user_id=user_id, room_id=room_id, room_slug=room_slug, frame=frame, announce=announce
+        )
     )
 
 

@@ -60,7 +60,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.accept()
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            await self.close(code=protocol.CLOSE_AUTH_REQUIRED)
+            code = await database_sync_to_async(selectors.unauthenticated_close_code)(scope=self.scope)
+            await self.close(code=code)
             return
         try:
             await self._open(user)
@@ -174,8 +175,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         else:
             messages, has_more = selectors.history_after(room=room, seq=request.since, limit=settings.CHAT_REPLAY_MAX)
         changes: list = []
+        changes_more = False
         if request.changes_since is not None:
-            changes, _ = selectors.changes_after(
+            changes, changes_more = selectors.changes_after(
                 room=room, change=request.changes_since, limit=settings.CHAT_REPLAY_MAX
             )
         history = protocol.history_frame(
@@ -183,13 +185,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             messages=[protocol.message_payload(m) for m in messages],
             has_more=has_more,
             changes=[protocol.message_payload(m) for m in changes],
+            changes_has_more=changes_more,
             now_ms=_now_ms(),
         )
         return state, history
 
     async def on_leave(self, request: protocol.LeaveRoom) -> None:
-        room = await database_sync_to_async(services.room_leave)(user=self.user, slug=request.room)
-        await self._announce_presence(room.pk, room.slug)
+        # The service tells every socket of the user and the room (after commit).
+        await database_sync_to_async(services.room_leave)(user=self.user, slug=request.room)
 
     async def on_message(self, request: protocol.SendMessage) -> None:
         result = await database_sync_to_async(services.message_create)(
@@ -211,7 +214,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         else:
             slug = request.to
         if not await ratelimit.claim_interval_async(
-            f"typing:{self.user.pk}:{room_id}:{request.state}", settings.CHAT_TYPING_INTERVAL_SECONDS
+            f"typing:{self.user.pk}:{room_id}", settings.CHAT_TYPING_INTERVAL_SECONDS
         ):
             return  # dropped silently, never counted as flooding
         frame = protocol.typing_frame(
@@ -311,8 +314,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self._send_frame(frame)
         if result.action in ("mute", "unmute"):
             await broadcast.send_to_user(result.target.pk, frame)
-        elif result.action in ("kick", "ban"):
-            await self._announce_presence(result.room.pk, result.room.slug)
 
     async def on_report(self, request: protocol.Report) -> None:
         await database_sync_to_async(moderation.message_report)(
@@ -366,14 +367,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close(code=protocol.CLOSE_FLOODING)
 
     async def _announce_presence(self, room_id: int, slug: str) -> None:
-        members = await database_sync_to_async(selectors.member_profiles)(room_id=room_id)
-        online = await presence.online_user_ids([m["user_id"] for m in members])
-        users = [
-            {"username": m["user__username"], "displayName": m["user__display_name"] or m["user__username"]}
-            for m in members
-            if m["user_id"] in online
-        ]
-        await broadcast.send_to_room(room_id, protocol.user_list_frame(room_slug=slug, users=users, now_ms=_now_ms()))
+        await broadcast.announce_presence(room_id=room_id, room_slug=slug)
 
     # --- Channel-layer events (our own types only) -------------------------------------------
 

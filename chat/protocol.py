@@ -449,13 +449,21 @@ def room_state_frame(*, room: Any, membership: Any, members: int, now_ms: int) -
 
 
 def history_frame(
-    *, room_slug: str, messages: list[dict[str, Any]], has_more: bool, changes: list[dict[str, Any]], now_ms: int
+    *,
+    room_slug: str,
+    messages: list[dict[str, Any]],
+    has_more: bool,
+    changes: list[dict[str, Any]],
+    changes_has_more: bool = False,
+    now_ms: int,
 ) -> dict[str, Any]:
+    """``changesHasMore`` (our addition): more than one page of changes remain; the client
+    continues with REST ``changed_after``."""
     return {
         "type": "history",
         "room": room_slug,
         "timestamp": now_ms,
-        "extra": {"messages": messages, "hasMore": has_more, "changes": changes},
+        "extra": {"messages": messages, "hasMore": has_more, "changes": changes, "changesHasMore": changes_has_more},
     }
 
 

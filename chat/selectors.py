@@ -132,6 +132,18 @@ def user_by_username(*, username: str) -> User:
     return user
 
 
+def unauthenticated_close_code(*, scope: dict) -> int:
+    """How to close a socket that did not authenticate: 4403 when its session or ticket names a
+    deactivated account, 4401 otherwise."""
+    if scope.get("inactive_user"):
+        return CLOSE_FORBIDDEN
+    session = scope.get("session")
+    user_id = session.get(SESSION_KEY) if session is not None else None
+    if user_id and User.objects.filter(pk=user_id, is_active=False).exists():
+        return CLOSE_FORBIDDEN
+    return CLOSE_AUTH_REQUIRED
+
+
 def socket_auth_verdict(*, scope: dict) -> int | None:
     """None while the socket's user may stay connected, else the close code to use.
 
@@ -172,8 +184,7 @@ def _room_listings(*, user: User, rooms: QuerySet[Room]) -> list[RoomListing]:
         Prefetch("memberships", queryset=Membership.objects.filter(user=user), to_attr="own_membership")
     )
     return [
-        RoomListing(room, room.own_membership[0] if room.own_membership else None, room.member_total)
-        for room in rooms
+        RoomListing(room, room.own_membership[0] if room.own_membership else None, room.member_total) for room in rooms
     ]
 
 

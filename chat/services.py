@@ -68,7 +68,11 @@ def _room_added(room: Room, reason: str) -> dict:
 
 
 def room_join(*, user: User, slug: str) -> RoomAccess:
-    """Join a public room (members of private and direct rooms "join" to re-subscribe)."""
+    """Join a public room (members of private and direct rooms "join" to re-subscribe; one of a
+    direct room's pair who left it may come back)."""
+    partner = _direct_partner(user=user, slug=slug)
+    if partner is not None and Room.objects.filter(slug=slug).exists():
+        direct_room_open(user=user, username=partner.username)
     access = selectors.room_access(user=user, slug=slug)
     if access.membership is not None:
         if access.membership.banned:
@@ -82,6 +86,8 @@ def room_join(*, user: User, slug: str) -> RoomAccess:
                 room_id=access.room.pk,
                 room_slug=access.room.slug,
                 frame=_room_added(access.room, "joined"),
+                # The joining socket sends the room its user_list after room_state and history.
+                announce=False,
             )
     return RoomAccess(access.room, membership)
 
@@ -103,37 +109,49 @@ def room_leave(*, user: User, slug: str) -> Room:
 
 
 def direct_room_open(*, user: User, username: str) -> Room:
-    """The one direct room of a pair of users, created on first use (both become members)."""
+    """The one direct room of a pair of users, created on first use. Both are (again) members
+    afterwards, so a user who left a conversation gets it back when either side writes."""
     other = selectors.user_by_username(username=username)
     if other.pk == user.pk:
         raise Invalid("a direct message to yourself is not possible")
     low, high = sorted((user.pk, other.pk))
     slug = f"dm-{low}-{high}"
     room = Room.objects.filter(slug=slug).first()
-    if room is not None:
+    if room is not None and Membership.objects.filter(room=room).count() == 2:
         return room
     try:
         with transaction.atomic():
-            room = Room.objects.create(
-                slug=slug, name=f"{user.username}, {other.username}", kind=Room.Kind.DIRECT, created_by=user
-            )
-            Membership.objects.bulk_create([Membership(room=room, user=user), Membership(room=room, user=other)])
-            for member in (user, other):
-                broadcast.subscribe_user_on_commit(
-                    user_id=member.pk, room_id=room.pk, room_slug=slug, frame=_room_added(room, "direct")
+            if room is None:
+                room = Room.objects.create(
+                    slug=slug, name=f"{user.username}, {other.username}", kind=Room.Kind.DIRECT, created_by=user
                 )
+            for member in (user, other):
+                _, created = Membership.objects.get_or_create(room=room, user=member)
+                if created:
+                    broadcast.subscribe_user_on_commit(
+                        user_id=member.pk, room_id=room.pk, room_slug=slug, frame=_room_added(room, "direct")
+                    )
     except IntegrityError:
         # Both opened it at once: the other transaction's room is the one.
         room = Room.objects.get(slug=slug)
     return room
 
 
+def _direct_partner(*, user: User, slug: str) -> User | None:
+    """The other user of direct room ``slug`` if ``user`` is one of its pair, else None."""
+    parts = slug.split("-")
+    if len(parts) != 3 or parts[0] != "dm" or not all(p.isdigit() for p in parts[1:]):
+        return None
+    ids = {int(parts[1]), int(parts[2])}
+    if user.pk not in ids or len(ids) != 2:
+        return None
+    return User.objects.filter(pk=(ids - {user.pk}).pop(), is_active=True).first()
+
+
 def room_for_target(*, user: User, to: str) -> RoomAccess:
     """Resolve a frame's ``to``: a room slug, or ``@username`` (opening the direct room)."""
     if to.startswith("@"):
-        direct_room_open(user=user, username=to[1:])
-        low, high = sorted((user.pk, selectors.user_by_username(username=to[1:]).pk))
-        to = f"dm-{low}-{high}"
+        to = direct_room_open(user=user, username=to[1:]).slug
     return selectors.room_for_member(user=user, slug=to)
 
 
@@ -339,7 +357,8 @@ def ws_ticket_issue(*, user: User) -> str:
 
 
 def ws_ticket_redeem(*, ticket: str) -> User | None:
-    """The ticket's user, once: the update only succeeds for an unused, unexpired ticket."""
+    """The ticket's user, once: the update only succeeds for an unused, unexpired ticket. The
+    user may have been deactivated since (the socket door refuses them with 4403)."""
     key_hash = _ticket_hash(ticket)
     now = timezone.now()
     used = WebSocketTicket.objects.filter(key_hash=key_hash, used_at__isnull=True, expires_at__gt=now).update(
@@ -347,7 +366,7 @@ def ws_ticket_redeem(*, ticket: str) -> User | None:
     )
     if not used:
         return None
-    return User.objects.filter(ws_tickets__key_hash=key_hash, is_active=True).first()
+    return User.objects.filter(ws_tickets__key_hash=key_hash).first()
 
 
 # --- Members and API tokens (the REST door) -----------------------------------------------------

@@ -50,5 +50,8 @@ class TicketOrSessionAuthMiddleware:
         if ticket is None:
             return await self.session_app(scope, receive, send)
         user = await database_sync_to_async(services.ws_ticket_redeem)(ticket=ticket)
-        scope = dict(scope, user=user or AnonymousUser(), auth_via="ticket")
+        inactive = user is not None and not user.is_active
+        scope = dict(
+            scope, user=user if user and not inactive else AnonymousUser(), auth_via="ticket", inactive_user=inactive
+        )
         return await self.app(scope, receive, send)

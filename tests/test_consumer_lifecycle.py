@@ -248,3 +248,19 @@ async def test_guide_client_loses_nothing_and_duplicates_nothing_across_a_drop(c
     # Rooms keep flowing after the reconnect without a re-join.
     assert "while down" in [m["content"] for m in client.messages]
     assert await sync_to_async(Membership.objects.filter(user=alice).count)() == 1
+
+
+async def test_new_direct_room_and_invites_send_user_list_from_any_door(connect):
+    alice, bob = await setup_room("alice", "bob")
+    carol = await sync_to_async(make_user)("carol")
+    await sync_to_async(services.room_create)(user=alice, slug="hideout", name="Hideout", kind="private")
+    a, c = await connect(alice), await connect(carol)
+    for socket in (a, c):
+        await socket.drain()
+    await sync_to_async(services.direct_room_open)(user=alice, username="carol")
+    users = (await c.expect("user_list"))["extra"]["users"]
+    assert [u["username"] for u in users] == ["alice", "carol"]
+    await sync_to_async(services.member_invite)(user=alice, slug="hideout", username="carol")
+    assert (await c.expect("room_added", room="hideout"))["extra"]["reason"] == "invited"
+    listed = await a.expect("user_list", room="hideout")
+    assert [u["username"] for u in listed["extra"]["users"]] == ["alice", "carol"]

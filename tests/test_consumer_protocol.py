@@ -1,5 +1,6 @@
 """The socket contract, frame by frame (PROTOCOL sections 1-4, 6, 7), with real clients."""
 
+import asyncio
 import json
 
 import pytest
@@ -7,7 +8,7 @@ from asgiref.sync import sync_to_async
 
 from chat import services
 from chat.models import Membership, Message, Room
-from tests.conftest import ORIGIN, make_user, open_socket
+from tests.conftest import ORIGIN, make_user, open_socket, session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -411,7 +412,8 @@ async def test_read_marker_moves_forward_only_and_reaches_other_sockets(connect)
     assert await two.nothing()
 
 
-async def test_typing_goes_to_others_only_and_is_throttled_silently(connect):
+async def test_typing_goes_to_others_only_and_is_throttled_silently(connect, settings):
+    settings.CHAT_TYPING_INTERVAL_SECONDS = 1.0
     alice, bob = await users("alice", "bob")
     await room(alice, members=[bob])
     a, a2, b = await connect(alice), await connect(alice), await connect(bob)
@@ -419,10 +421,12 @@ async def test_typing_goes_to_others_only_and_is_throttled_silently(connect):
         await socket.drain()
     for _ in range(5):
         await a.send({"type": "typing", "from": "alice", "to": "lobby"})
+    await a.send({"type": "typing", "to": "lobby", "extra": {"state": "stop"}})
     typing = await b.expect("typing")
     assert typing == {**typing, "from": "alice", "room": "lobby", "extra": {"state": "start"}}
-    assert await b.nothing(0.5)  # four more dropped within 2 s
+    assert await b.nothing(0.5)  # the other four starts and the stop: one per user and room per interval
     assert await a.nothing(0.1) and await a2.nothing(0.1)  # not echoed to the typist's sockets
+    await asyncio.sleep(0.6)
     await a.send({"type": "typing", "to": "lobby", "extra": {"state": "stop"}})
     assert (await b.expect("typing"))["extra"]["state"] == "stop"
     # dropped typing frames never count as flooding
@@ -473,3 +477,57 @@ async def test_content_at_the_limit_in_code_points_is_accepted(connect):
     a = await connect(alice)
     await a.send({"type": "message", "to": "lobby", "content": "😀" * 4000, "messageId": "big"})
     assert (await a.expect("ack"))["seq"] == 1
+
+
+async def test_deactivated_account_opening_a_socket_is_closed_4403():
+    (alice,) = await users("alice")
+    cookie = await sync_to_async(session_cookie)(alice)
+    ticket = await sync_to_async(services.ws_ticket_issue)(user=alice)
+    alice.is_active = False
+    await sync_to_async(alice.save)()
+    by_session = await open_socket(None, headers=[ORIGIN, (b"cookie", cookie)], welcome=False)
+    assert await by_session.expect_close() == 4403
+    by_ticket = await open_socket(None, headers=[], path=f"/ws/chat/?ticket={ticket}", welcome=False)
+    assert await by_ticket.expect_close() == 4403
+
+
+async def test_a_left_direct_room_comes_back_when_either_side_writes(connect):
+    alice, bob = await users("alice", "bob")
+    a, b = await connect(alice), await connect(bob)
+    await a.send({"type": "message", "to": "@bob", "content": "one", "messageId": "d1"})
+    slug = (await a.expect("ack"))["room"]
+    await b.expect("message")
+    await a.send({"type": "leave_room", "roomId": slug})
+    await a.expect("room_removed")
+    await b.send({"type": "message", "to": "@alice", "content": "still there?", "messageId": "d2"})
+    await b.expect("ack")
+    assert (await a.expect("room_added"))["extra"]["reason"] == "direct"
+    assert (await a.expect("message"))["content"] == "still there?"
+    await a.send({"type": "leave_room", "roomId": slug})
+    await a.expect("room_removed")
+    await a.send({"type": "join_room", "roomId": slug})
+    history = await a.expect("history")
+    assert [m["content"] for m in history["extra"]["messages"]] == ["one", "still there?"]
+
+
+async def test_changes_since_pages_at_200_with_changes_has_more(connect, settings):
+    settings.CHAT_POST_BURST = 1000
+    (alice,) = await users("alice")
+    await room(alice)
+
+    @sync_to_async
+    def fill_and_edit():
+        for n in range(205):
+            message = services.message_create(user=alice, to="lobby", content=f"m{n}").message
+            services.message_edit(user=alice, message_id=message.pk, content=f"m{n} edited")
+
+    await fill_and_edit()
+    a = await connect(alice)
+    await a.send({"type": "join_room", "roomId": "lobby", "since": 205, "changesSince": 0})
+    history = await a.expect("history")
+    assert [m["seq"] for m in history["extra"]["changes"]] == list(range(1, 201))
+    assert history["extra"]["changesHasMore"] is True
+    await a.send({"type": "join_room", "roomId": "lobby", "since": 205, "changesSince": 200})
+    rest = await a.expect("history")
+    assert [m["seq"] for m in rest["extra"]["changes"]] == [201, 202, 203, 204, 205]
+    assert rest["extra"]["changesHasMore"] is False

@@ -117,3 +117,13 @@ async def test_report_goes_to_the_queue_and_nothing_is_broadcast(connect):
     entry = await sync_to_async(ModerationLog.objects.get)(action="report")
     assert entry.target_message_id == message.pk and entry.reason == "rude"
     assert await sync_to_async(Message.objects.count)() == 1
+
+
+async def test_staff_moderate_private_rooms_they_are_not_in(connect):
+    owner, mod, member = await setup()
+    staff = await sync_to_async(make_user)("staff", is_staff=True)
+    await sync_to_async(services.room_create)(user=owner, slug="hideout", name="Hideout", kind="private")
+    s = await connect(staff)
+    await s.send({"type": "moderate", "to": "hideout", "extra": {"action": "lock"}})
+    assert (await s.expect("moderated"))["extra"]["action"] == "lock"
+    assert await sync_to_async(lambda: Room.objects.get(slug="hideout").locked)()
