@@ -568,7 +568,7 @@ export class ChatClient {
       this._emit("history", frame);
     } else {
       for (const message of messages) this._deliver(room, message);
-      this._applyChanges(room, changes, join.state?.lastChange);
+      this._applyChanges(room, changes, join.state?.lastChange, frame.extra?.changesHasMore);
       if (frame.extra?.hasMore) {
         // The replay holds at most 200: the rest comes through REST `after=`.
         this._fillGap(room);
@@ -589,13 +589,13 @@ export class ChatClient {
   /** Hand a message to the page exactly once and in seq order (loaded rooms), or buffer it
    * while a join or a gap fill is running. */
   _deliver(room, message) {
+    if (room.join || room.filling) {
+      room.buffer.push(message);
+      return;
+    }
     if (!room.synced) {
       room.lastSeq = Math.max(room.lastSeq, message.seq);
       this._emit("message", message);
-      return;
-    }
-    if (room.join || room.filling) {
-      room.buffer.push(message);
       return;
     }
     if (message.seq <= room.lastSeq) return; // already shown (live frame raced the history)
@@ -666,33 +666,37 @@ export class ChatClient {
     this._emit(frame.type, frame);
   }
 
+  /** A change number was skipped (a dropped event): fetch what changed since through REST. */
   async _fillChanges(room, seen) {
     const from = room.lastChange;
     room.lastChange = Math.max(room.lastChange, seen);
     try {
-      let after = from;
-      for (let page = 0; page < MAX_FILL_PAGES; page += 1) {
-        const { results, hasMore } = await this.fetchMessages(room.slug, { changedAfter: after, limit: FILL_PAGE });
-        for (const message of results) this._emit("message_changed", message);
-        const top = Math.max(after, ...results.map((m) => m.extra?.change ?? 0));
-        if (!hasMore || top === after) break;
-        after = top;
-      }
+      const { results, hasMore } = await this.fetchMessages(room.slug, { changedAfter: from, limit: FILL_PAGE });
+      for (const message of results) this._emit("message_changed", message);
+      if (hasMore) this._reload(room);
     } catch {
-      room.lastChange = from; // the next resume's changesSince will bring them
+      room.lastChange = from; // the next resume's changesSince brings them
     }
   }
 
-  _applyChanges(room, changes, serverLastChange) {
+  _applyChanges(room, changes, serverLastChange, more) {
     for (const message of changes) this._emit("message_changed", message);
-    const top = Math.max(room.lastChange, ...changes.map((m) => m.extra?.change ?? 0));
-    if (changes.length >= FILL_PAGE) {
-      // Possibly cut off at the replay limit: fetch the rest through REST.
-      this._fillChanges(room, top);
-      room.lastChange = top;
-    } else {
-      room.lastChange = Math.max(top, serverLastChange ?? 0);
+    if (more || (more === undefined && changes.length >= FILL_PAGE)) {
+      // More changes than one replay holds, and a message does not say which change number
+      // it carries, so they cannot be paged: load the room afresh instead.
+      this._reload(room);
+      return;
     }
+    room.lastChange = Math.max(room.lastChange, serverLastChange ?? 0);
+  }
+
+  /** Forget a room's position and load it again (the page gets a new `history`). */
+  _reload(room) {
+    room.synced = false;
+    room.buffer = [];
+    room.lastChange = 0;
+    if (this.isOpen()) this._sendJoin(room);
+    else room.wantJoin = true;
   }
 
   _onAck(frame) {

@@ -207,6 +207,39 @@ describe("resume and gaps", () => {
     assert.deepEqual(setup.events.filter((e) => e.type === "message").map((e) => e.payload.seq), [4, 5, 6, 7]);
   });
 
+  it("more changes than one replay holds: the room is loaded afresh", () => {
+    const setup = makeClient();
+    const socket = joinedLobby(setup);
+    socket.drop(4503);
+    setup.clock.advance(60_000);
+    const next = FakeSocket.last();
+    next.open();
+    next.receive(welcome(LOBBY));
+    next.receive({ type: "room_state", room: "lobby", extra: { lastSeq: 3, lastChange: 900 } });
+    next.receive({ type: "history", room: "lobby", extra: { messages: [], hasMore: false, changes: [message("lobby", 1)], changesHasMore: true } });
+    const joins = next.sentOfType("join_room");
+    assert.equal(joins.length, 2);
+    assert.equal(joins[1].since, undefined, "a fresh join, without since");
+    next.receive({ type: "room_state", room: "lobby", extra: { lastSeq: 3, lastChange: 900 } });
+    next.receive({ type: "history", room: "lobby", extra: { messages: [message("lobby", 3)], hasMore: true, changes: [] } });
+    assert.equal(setup.events.filter((e) => e.type === "history").length, 2);
+    assert.equal(setup.client.roomState("lobby").lastChange, 900);
+  });
+
+  it("live messages during a first join wait for its history", () => {
+    const setup = makeClient();
+    setup.client.connect();
+    const socket = openWith(setup.client, LOBBY);
+    setup.client.joinRoom("lobby");
+    socket.receive(message("lobby", 4));
+    assert.equal(setup.events.filter((e) => e.type === "message").length, 0);
+    socket.receive({ type: "room_state", room: "lobby", extra: { lastSeq: 4, lastChange: 0 } });
+    socket.receive({ type: "history", room: "lobby", extra: { messages: [message("lobby", 3), message("lobby", 4)], hasMore: true, changes: [] } });
+    assert.equal(setup.events.filter((e) => e.type === "message").length, 0, "seq 4 came with the history");
+    socket.receive(message("lobby", 5));
+    assert.deepEqual(setup.events.filter((e) => e.type === "message").map((e) => e.payload.seq), [5]);
+  });
+
   it("drops a duplicate seq", () => {
     const setup = makeClient();
     const socket = joinedLobby(setup);
