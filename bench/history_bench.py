@@ -32,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 ROOM = "bench-history"
 PAGE = 50
+READERS = 60
 
 
 def _environment(database_url: str) -> dict[str, str]:
@@ -67,8 +68,8 @@ def _ensure_database(database_url: str) -> None:
             admin.execute(f'CREATE DATABASE "{name}"')
 
 
-def prepare(database_url: str, count: int) -> str:
-    """Migrate, fill the room once, and return the bench user's API token."""
+def prepare(database_url: str, count: int) -> list[str]:
+    """Migrate, fill the room once, and return the API tokens of the readers."""
     _ensure_database(database_url)
     _django(database_url)
     from django.core.management import call_command
@@ -96,17 +97,20 @@ def prepare(database_url: str, count: int) -> str:
         print(f"filled {ROOM} up to seq {count} in {time.perf_counter() - started:.1f} s")
     else:
         print(f"{ROOM} already holds {room.last_seq} messages")
-    key, _ = services.api_token_issue(user=user)
-    return key
+    # Many readers, each well inside the read throttle (api_read, per user), so that the real
+    # throttle runs on every request without refusing the bench's own load.
+    tokens = []
+    for number in range(READERS):
+        reader = User.objects.filter(username=f"reader{number}").first() or User.objects.create_user(
+            f"reader{number}", password=None
+        )
+        services.room_join(user=reader, slug=ROOM)
+        tokens.append(services.api_token_issue(user=reader)[0])
+    return tokens
 
 
 def serve(port: int) -> None:
-    """The child process: daphne with the site's ASGI application, reads unthrottled."""
-    from django.conf import settings
-
-    # Raised before the first request reads it: the bench measures paging, not the throttle
-    # refusing its own load (the throttle still runs and counts every request).
-    settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["api_read"] = "100000000/minute"
+    """The child process: daphne with the site's ASGI application, settings as they are."""
     from daphne.cli import CommandLineInterface
 
     CommandLineInterface().run(["-b", "127.0.0.1", "-p", str(port), "-v", "0", "chatsite.asgi:application"])
@@ -123,7 +127,7 @@ def _wait_for(port: int, timeout: float = 30) -> None:
     raise SystemExit("daphne did not start")
 
 
-def load(*, port: int, token: str, total: int, concurrency: int, count: int) -> dict[str, float]:
+def load(*, port: int, tokens: list[str], total: int, concurrency: int, count: int) -> dict[str, float]:
     latencies: list[float] = []
     lock = threading.Lock()
     errors: list[str] = []
@@ -131,9 +135,9 @@ def load(*, port: int, token: str, total: int, concurrency: int, count: int) -> 
     def worker(share: int, seed: int) -> None:
         rng = random.Random(seed)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        headers = {"Authorization": f"Token {token}", "Host": "127.0.0.1"}
         mine = []
         for _ in range(share):
+            headers = {"Authorization": f"Token {rng.choice(tokens)}", "Host": "127.0.0.1"}
             before = rng.randint(PAGE + 1, count + 1)
             started = time.perf_counter()
             conn.request("GET", f"/api/rooms/{ROOM}/messages/?before={before}&limit={PAGE}", headers=headers)
@@ -214,7 +218,7 @@ def main() -> None:
         serve(args.port)
         return
 
-    token = prepare(args.database_url, args.messages)
+    tokens = prepare(args.database_url, args.messages)
     server_log = tempfile.NamedTemporaryFile(prefix="history-bench-daphne-", suffix=".log", delete=False)  # noqa: SIM115
     server = subprocess.Popen(  # noqa: S603 - our own script, fixed arguments
         [sys.executable, __file__, "--serve", "--port", str(args.port), "--database-url", args.database_url],
@@ -225,11 +229,11 @@ def main() -> None:
     )
     try:
         _wait_for(args.port)
-        load(port=args.port, token=token, total=200, concurrency=2, count=args.messages)  # warm-up
+        load(port=args.port, tokens=tokens, total=200, concurrency=2, count=args.messages)  # warm-up
         print(f"\nGET /api/rooms/{ROOM}/messages/?before=<random>&limit={PAGE} via daphne, {args.messages} messages")
         print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
         for concurrency in args.concurrency:
-            r = load(port=args.port, token=token, total=args.requests, concurrency=concurrency, count=args.messages)
+            r = load(port=args.port, tokens=tokens, total=args.requests, concurrency=concurrency, count=args.messages)
             print(
                 f"concurrency {concurrency:>2}: {r['requests']} requests, {r['rps']:.0f} req/s, "
                 f"p50 {r['p50']:.1f} ms, p95 {r['p95']:.1f} ms, p99 {r['p99']:.1f} ms"
