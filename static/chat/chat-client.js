@@ -235,7 +235,8 @@ export class ChatClient {
   onAuthFailure(_code) {
     const loc = globalThis.location;
     if (!loc) return;
-    const next = encodeURIComponent(loc.pathname + loc.search);
+    // Slashes stay readable, as in Django's own ?next=/path/ redirects.
+    const next = encodeURIComponent(loc.pathname + loc.search).replace(/%2F/g, "/");
     loc.assign(`${this.loginUrl}?next=${next}`);
   }
 

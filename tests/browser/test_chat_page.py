@@ -126,6 +126,28 @@ def test_history_in_order_after_reload_and_older_pages(pair, open_page, add_mess
     expect(page.get_by_text("This is the beginning of the room.")).to_be_visible()
     screenshot(page, "history")
 
+    # Scrolled up, a new message does not pull the reader down: a button offers the jump.
+    writer = open_page(bob, "/rooms/lobby/")
+    wait_for_room(writer, "lobby")
+    top = log.evaluate("el => el.scrollTop")
+    writer.get_by_role("textbox", name="Message").fill("while you were reading")
+    writer.keyboard.press("Enter")
+    expect(items.last).to_contain_text("while you were reading")
+    jump = page.get_by_role("button", name="New messages below")
+    expect(jump).to_be_visible()
+    assert log.evaluate("el => el.scrollTop") == top
+    jump.click()
+    expect(jump).to_be_hidden()
+    assert log.evaluate("el => el.scrollHeight - el.scrollTop - el.clientHeight") < 50
+    # At the bottom, the next one keeps it pinned there.
+    writer.get_by_role("textbox", name="Message").fill("and one more")
+    writer.keyboard.press("Enter")
+    expect(items.last).to_contain_text("and one more")
+    expect(jump).to_be_hidden()
+    at_bottom = "() => { const el = document.querySelector('#message-log');"
+    at_bottom += " return el.scrollHeight - el.scrollTop - el.clientHeight < 50; }"
+    page.wait_for_function(at_bottom)
+
 
 def test_edit_and_delete_own_message_and_mentions(pair, open_page):
     alice, bob, _ = pair
@@ -215,3 +237,18 @@ def test_phone_width_shows_rooms_in_a_drawer(pair, open_page):
     expect(page.get_by_role("log", name="Messages")).to_contain_text("from a phone")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     screenshot(page, "phone")
+
+
+def test_logging_out_elsewhere_sends_the_page_to_the_login_form(pair, open_page):
+    alice, _, _ = pair
+    page = open_page(alice, "/rooms/lobby/")
+    wait_for_room(page, "lobby")
+    # Another tab of the same browser logs out: the socket is closed with 4401, and the page
+    # goes to the login form instead of reconnecting forever.
+    other = page.context.new_page()
+    other.goto("/rooms/random/")
+    other.locator("summary").filter(has_text="Alice").click()
+    other.get_by_role("button", name="Log out").click()
+    expect(other).to_have_url(re.compile(r"/accounts/login/"))
+    expect(page).to_have_url(re.compile(r"/accounts/login/\?next=/rooms/lobby/"), timeout=15_000)
+    expect(page.get_by_label("Username")).to_be_visible()

@@ -92,7 +92,9 @@ def test_reply_new_messages_line_and_moderator_delete(make_user, make_room, open
     target.hover()
     target.get_by_role("button", name="Delete").click()
     page.get_by_role("dialog").get_by_role("button", name="Delete").click()
-    expect(watcher.get_by_role("log", name="Messages").get_by_role("listitem").filter(has_text="Message deleted")).to_have_count(1)
+    expect(
+        watcher.get_by_role("log", name="Messages").get_by_role("listitem").filter(has_text="Message deleted")
+    ).to_have_count(1)
     # Bob may not delete Alice's messages: no Delete button on them.
     page.get_by_role("textbox", name="Message").fill("from the owner")
     page.keyboard.press("Enter")

@@ -85,3 +85,38 @@ def test_an_upload_can_be_cancelled(pair, open_page, tmp_path):
     expect(progress).to_have_count(0)
     page.wait_for_timeout(500)
     expect(page.get_by_role("log", name="Messages").get_by_role("link", name=re.compile("big.bin"))).to_have_count(0)
+
+
+PASTE_IMAGE = """async () => {
+  const canvas = document.createElement("canvas");
+  canvas.width = 40;
+  canvas.height = 30;
+  canvas.getContext("2d").fillRect(0, 0, 40, 30);
+  const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+  const data = new DataTransfer();
+  data.items.add(new File([blob], "image.png", { type: "image/png" }));
+  document.querySelector("#message-input").dispatchEvent(
+    new ClipboardEvent("paste", { clipboardData: data, bubbles: true, cancelable: true }),
+  );
+}"""
+
+DROP_FILE = """() => {
+  const data = new DataTransfer();
+  data.items.add(new File(["dropped text"], "dropped.txt", { type: "text/plain" }));
+  const room = document.querySelector("#room");
+  room.dispatchEvent(new DragEvent("dragenter", { dataTransfer: data, bubbles: true, cancelable: true }));
+  room.dispatchEvent(new DragEvent("dragover", { dataTransfer: data, bubbles: true, cancelable: true }));
+  room.dispatchEvent(new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true }));
+}"""
+
+
+def test_pasted_images_and_dropped_files_are_uploaded(pair, open_page):
+    alice, _ = pair
+    page = open_page(alice, "/rooms/lobby/")
+    wait_for_room(page, "lobby")
+    log = page.get_by_role("log", name="Messages")
+    page.evaluate(PASTE_IMAGE)
+    expect(log.get_by_role("img", name=re.compile(r"^pasted-.*\.png$"))).to_be_visible(timeout=20_000)
+    page.evaluate(DROP_FILE)
+    expect(log.get_by_role("link", name=re.compile("dropped.txt"))).to_be_visible(timeout=20_000)
+    expect(page.locator("#drop-zone")).to_be_hidden()
