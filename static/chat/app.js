@@ -461,6 +461,9 @@ function scheduleRead() {
 }
 
 document.addEventListener("visibilitychange", () => {
+  // Leaving the tab: what arrives meanwhile gets a "new messages" line on return.
+  const room = rooms.get(current);
+  if (document.hidden && room?.loaded && room.markerSeq == null) room.markerSeq = room.lastSeq;
   scheduleRead();
   updateTitle();
 });

@@ -125,7 +125,8 @@ export class MessageLog {
       nodes.push(this._daySeparator(message.timestamp));
       grouped = false;
     }
-    if (!this.listEl.querySelector(".new-marker") && this._isMarkerBefore(this.room, message) && !wasAtBottom) {
+    const unseen = !wasAtBottom || document.hidden;
+    if (!this.listEl.querySelector(".new-marker") && this._isMarkerBefore(this.room, message) && unseen) {
       nodes.push(this._newMarker());
       grouped = false;
     }
@@ -239,6 +240,8 @@ export class MessageLog {
       }
     }
     if (!deleted) li.append(this._actions(message, mine));
+    // One Tab stop for the whole log: arrows pick a message, then Tab reaches its controls.
+    for (const control of li.querySelectorAll("a, button")) control.tabIndex = -1;
     return li;
   }
 
@@ -344,7 +347,7 @@ export class MessageLog {
   _actions(message, mine) {
     const buttons = [];
     const button = (cls, label, onClick) =>
-      h("button", { type: "button", class: `action ${cls}`, tabindex: "-1", "aria-label": label, title: label, on: { click: onClick } });
+      h("button", { type: "button", class: `action ${cls}`, "aria-label": label, title: label, on: { click: onClick } });
     buttons.push(button("reply", gettext("Reply"), () => this.onReply(message)));
     if (mine && message.extra?.kind === "text") buttons.push(button("edit", gettext("Edit"), () => this.onEdit(message)));
     if (mine || this.canModerate(this.room)) {
@@ -443,15 +446,15 @@ export class MessageLog {
   }
 
   _onFocusIn(event) {
-    const item = event.target.closest?.("li.message");
+    const item = event.target.closest?.("li.message:not(.pending)");
     if (!item) return;
-    for (const button of item.querySelectorAll(".action")) button.tabIndex = 0;
+    for (const control of item.querySelectorAll("a, button")) control.tabIndex = 0;
   }
 
   _onFocusOut(event) {
-    const item = event.target.closest?.("li.message");
+    const item = event.target.closest?.("li.message:not(.pending)");
     if (!item || item.contains(event.relatedTarget)) return;
-    for (const button of item.querySelectorAll(".action")) button.tabIndex = -1;
+    for (const control of item.querySelectorAll("a, button")) control.tabIndex = -1;
   }
 }
 

@@ -4,6 +4,7 @@
  */
 for (const form of document.querySelectorAll(".language-form")) {
   const select = form.querySelector("select");
-  form.querySelector(".language-submit")?.classList.add("visually-hidden");
+  const submit = form.querySelector(".language-submit");
+  if (submit) submit.hidden = true;
   select?.addEventListener("change", () => form.requestSubmit());
 }
