@@ -24,7 +24,7 @@ frames = st.dictionaries(known_keys | st.text(max_size=8), json_values, max_size
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(frames)
 def test_any_json_object_parses_or_fails_cleanly(frame):
     try:
