@@ -161,8 +161,6 @@ def load(*, port: int, tokens: list[str], total: int, concurrency: int, count: i
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
-    if errors:
-        raise SystemExit(f"{len(errors)} bad answers, e.g. {errors[:3]}")
     latencies.sort()
 
     def pct(p: float) -> float:
@@ -175,6 +173,7 @@ def load(*, port: int, tokens: list[str], total: int, concurrency: int, count: i
         "p95": pct(0.95),
         "p99": pct(0.99),
         "mean": statistics.fmean(latencies) * 1000,
+        "errors": errors,
     }
 
 
@@ -227,6 +226,7 @@ def main() -> None:
         stdout=server_log,
         stderr=subprocess.STDOUT,
     )
+    failed = False
     try:
         _wait_for(args.port)
         load(port=args.port, tokens=tokens, total=200, concurrency=2, count=args.messages)  # warm-up
@@ -238,11 +238,16 @@ def main() -> None:
                 f"concurrency {concurrency:>2}: {r['requests']} requests, {r['rps']:.0f} req/s, "
                 f"p50 {r['p50']:.1f} ms, p95 {r['p95']:.1f} ms, p99 {r['p99']:.1f} ms"
             )
+            if r["errors"]:
+                failed = True
+                print(f"  {len(r['errors'])} bad answers (see daphne's log), e.g. {r['errors'][:2]}")
     finally:
         server.terminate()
         server.wait(timeout=10)
         print(f"daphne's log: {server_log.name}")
     explain(args.messages)
+    if failed:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
