@@ -161,6 +161,16 @@ def test_edit_and_delete_own_message_and_mentions(pair, open_page):
     log_b = page_b.get_by_role("log", name="Messages")
     expect(log_b.locator("mark.mention.me")).to_have_text("@bob")
 
+    # The counter shows near the limit; over it, Send is disabled.
+    send = page_a.get_by_role("button", name="Send")
+    box.fill("x" * 3500)
+    expect(page_a.locator("#char-counter")).to_have_text("3500 / 4000")
+    expect(send).to_be_enabled()
+    box.fill("x" * 4001)
+    expect(send).to_be_disabled()
+    box.fill("")
+    expect(page_a.locator("#char-counter")).to_have_text("")
+
     # Up in the empty composer edits the last own message.
     expect(box).to_have_value("")
     box.press("ArrowUp")

@@ -103,3 +103,45 @@ def test_reply_new_messages_line_and_moderator_delete(make_user, make_room, open
     expect(mine.get_by_role("button", name="Reply")).to_be_visible()
     expect(mine.get_by_role("button", name="Delete")).to_have_count(0)
     screenshot(page, "reply-and-delete")
+
+
+NOTIFICATION_SPY = """
+window.__notifications = [];
+window.Notification = class {
+  static permission = "granted";
+  static requestPermission() { return Promise.resolve("granted"); }
+  constructor(title, options) { window.__notifications.push({ title, body: options?.body ?? "" }); }
+  close() {}
+};
+"""
+HIDE_TAB = """() => {
+  Object.defineProperty(document, "visibilityState", { get: () => "hidden", configurable: true });
+  Object.defineProperty(document, "hidden", { get: () => true, configurable: true });
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
+
+
+def test_desktop_notifications_for_mentions_when_hidden(make_user, make_room, open_page):
+    alice = make_user("alice", "Alice")
+    bob = make_user("bob", "Bob")
+    make_room("lobby", "Lobby", [alice, bob])
+    page = open_page(alice, None)
+    page.add_init_script(NOTIFICATION_SPY)
+    page.goto("/rooms/lobby/")
+    wait_for_room(page, "lobby")
+    toggle = page.get_by_role("button", name="Notifications off")
+    toggle.click()  # opt in
+    expect(page.get_by_role("button", name="Notifications on")).to_have_attribute("aria-pressed", "true")
+    page.evaluate(HIDE_TAB)
+
+    writer = open_page(bob, "/rooms/lobby/")
+    wait_for_room(writer, "lobby")
+    box = writer.get_by_role("textbox", name="Message")
+    box.fill("no mention here")
+    box.press("Enter")
+    box.fill("@alice are you there?")
+    box.press("Enter")
+    expect(page.get_by_role("log", name="Messages")).to_contain_text("are you there?")
+    notes = page.evaluate("window.__notifications")
+    assert notes == [{"title": "Bob in #Lobby", "body": "@alice are you there?"}]
+    expect(page).to_have_title(re.compile(r"^\(2\) "))
