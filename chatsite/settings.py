@@ -269,5 +269,9 @@ CHAT_FILES_ACCEL_PREFIX = env.str("CHAT_FILES_ACCEL_PREFIX", default="/protected
 # origin that holds nothing.
 CHAT_FILES_ORIGIN = env.str("CHAT_FILES_ORIGIN", default="")
 CHAT_FILES_SIGNED_SECONDS = env.int("CHAT_FILES_SIGNED_SECONDS", default=300)
+if CHAT_FILES_ORIGIN:
+    # The page shows thumbnails through /files/, which then redirects there: CSP checks the
+    # redirect's target too, so images from that origin must be allowed.
+    CONTENT_SECURITY_POLICY["DIRECTIVES"]["img-src"].append(CHAT_FILES_ORIGIN.rstrip("/"))
 if CHAT_FILES_SERVE not in ("django", "x-accel-redirect", "x-sendfile"):
     raise ImproperlyConfigured("CHAT_FILES_SERVE must be 'django', 'x-accel-redirect' or 'x-sendfile'.")
