@@ -1,7 +1,7 @@
 """History paging through the real HTTP stack: daphne serving the site, on PostgreSQL.
 
     .venv/bin/python bench/history_bench.py [--database-url postgres://postgres@127.0.0.1:5432/chat_bench]
-        [--messages 100000] [--requests 4000] [--concurrency 1 8]
+        [--messages 100000] [--requests 3000] [--concurrency 1 8]
 
 1. Creates the bench database if missing and migrates it (never the development database).
 2. Fills one room with ``--messages`` messages by bulk insert (once; later runs reuse them).
@@ -9,8 +9,10 @@
    ``GET /api/rooms/bench-history/messages/?before=R&limit=50`` with random anchors ``R`` from
    keep-alive HTTP connections, token-authenticated: the full path of a client scrolling back
    (daphne, middleware, DRF authentication and throttles, the selector, serialization).
-4. Prints requests/s and latency percentiles per concurrency level, then the EXPLAIN ANALYZE of
-   the page query exactly as the selector sends it (captured, not rebuilt).
+4. Prints requests/s, latency percentiles and daphne's CPU time per request for each
+   concurrency level (with the load average: the figures are only as quiet as the machine),
+   then the EXPLAIN ANALYZE of the page query exactly as the selector sends it (captured, not
+   rebuilt).
 """
 
 from __future__ import annotations
@@ -127,6 +129,13 @@ def _wait_for(port: int, timeout: float = 30) -> None:
     raise SystemExit("daphne did not start")
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux), a figure that other load on the
+    machine does not inflate the way it inflates latency."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def load(*, port: int, tokens: list[str], total: int, concurrency: int, count: int) -> dict[str, float]:
     latencies: list[float] = []
     lock = threading.Lock()
@@ -204,7 +213,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/chat_bench")
     parser.add_argument("--messages", type=int, default=100_000)
-    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--port", type=int, default=8931)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -233,10 +242,13 @@ def main() -> None:
         print(f"\nGET /api/rooms/{ROOM}/messages/?before=<random>&limit={PAGE} via daphne, {args.messages} messages")
         print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
         for concurrency in args.concurrency:
+            cpu = _cpu_seconds(server.pid)
             r = load(port=args.port, tokens=tokens, total=args.requests, concurrency=concurrency, count=args.messages)
+            cpu_ms = (_cpu_seconds(server.pid) - cpu) * 1000 / r["requests"]
             print(
                 f"concurrency {concurrency:>2}: {r['requests']} requests, {r['rps']:.0f} req/s, "
-                f"p50 {r['p50']:.1f} ms, p95 {r['p95']:.1f} ms, p99 {r['p99']:.1f} ms"
+                f"p50 {r['p50']:.1f} ms, p95 {r['p95']:.1f} ms, p99 {r['p99']:.1f} ms, "
+                f"server CPU {cpu_ms:.1f} ms/request"
             )
             if r["errors"]:
                 failed = True
