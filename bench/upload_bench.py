@@ -164,6 +164,7 @@ class Results:
     refused: int = 0
     uploads: list[tuple[float, float, int]] = field(default_factory=list)  # (start, end, bytes)
     upload_errors: list[str] = field(default_factory=list)
+    acked_bytes: int = 0  # chunks confirmed by file_progress, finished or not
 
 
 async def _connect(address: str, cookie: str):
@@ -266,6 +267,7 @@ async def uploader(connection, room: str, data: bytes, args: argparse.Namespace,
                 sent += 1
             await next_frame("file_progress")
             acked += 1
+            results.acked_bytes += min(chunk_size, len(data) - (acked - 1) * chunk_size)
         await connection.send(json.dumps({"type": "file_end", "extra": {"uploadId": upload_id}}))
         await next_frame("ack")
         results.uploads.append((started, time.monotonic(), len(data)))
@@ -319,15 +321,18 @@ async def run(args: argparse.Namespace, addresses: list[str], population: Popula
     await asyncio.sleep(args.warmup)
     upload_begin = time.monotonic()
     cpu_begin = sum(_cpu_seconds(pid) for pid in pids)
-    await asyncio.wait_for(
-        asyncio.gather(
-            *(
-                uploader(c, e[1], d, args, results)
-                for c, e, d in zip(upload_connections, population.uploaders, data, strict=True)
-            )
-        ),
-        timeout=max(1.0, hard_stop - time.monotonic()),
-    )
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(
+                *(
+                    uploader(c, e[1], d, args, results)
+                    for c, e, d in zip(upload_connections, population.uploaders, data, strict=True)
+                )
+            ),
+            timeout=max(1.0, hard_stop - time.monotonic()),
+        )
+    except TimeoutError:
+        results.upload_errors.append("hard stop reached before every upload finished")
     upload_end = time.monotonic()
     results.server_cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu_begin  # type: ignore[attr-defined]
     await asyncio.sleep(max(0.0, min(hard_stop, upload_end + args.tail) - time.monotonic()))
@@ -351,6 +356,10 @@ def report(args: argparse.Namespace, results: Results) -> None:
         f"errors {results.upload_errors[:3]}"
     )
     print(f"upload wall time {wall:.2f} s; aggregate {total / 2**20 / wall:.1f} MiB/s")
+    print(
+        f"bytes confirmed by file_progress: {results.acked_bytes / 2**20:.1f} MiB in {upload_end - upload_begin:.1f} s "
+        f"({results.acked_bytes / 2**20 / (upload_end - upload_begin):.2f} MiB/s)"
+    )
     if per_upload:
         print(
             f"per upload MiB/s: min {min(per_upload):.2f} median {statistics.median(per_upload):.2f} "
