@@ -24,10 +24,11 @@ def remember_active_flag(sender, instance: User, **kwargs) -> None:
 
 @receiver(post_save, sender=User)
 def close_sockets_on_deactivation_or_password_change(sender, instance: User, created: bool, **kwargs) -> None:
+    password_changed = getattr(instance, "_password_changed", False)
+    instance._password_changed = False  # a later save of the same object is not a change
     if created:
         return
     if getattr(instance, "_was_active", False) and not instance.is_active:
         broadcast.close_user_sockets_on_commit(user_id=instance.pk, code=CLOSE_FORBIDDEN)
-    elif getattr(instance, "_password_changed", False):
+    elif password_changed:
         broadcast.close_user_sockets_on_commit(user_id=instance.pk, code=CLOSE_AUTH_REQUIRED)
-    instance._password_changed = False

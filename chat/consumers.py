@@ -304,16 +304,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             reason=request.reason,
             topic=request.topic,
         )
-        frame = protocol.moderated_frame(
-            room_slug=result.room.slug,
-            action=result.action,
-            username=result.target.username if result.target else None,
-            until=result.until,
-            now_ms=_now_ms(),
-        )
-        await self._send_frame(frame)
-        if result.action in ("mute", "unmute"):
-            await broadcast.send_to_user(result.target.pk, frame)
+        # The target of a mute or unmute hears of it from the service (after commit).
+        await self._send_frame(moderation.moderated_frame(result))
 
     async def on_report(self, request: protocol.Report) -> None:
         await database_sync_to_async(moderation.message_report)(

@@ -79,6 +79,22 @@ def _log(
     )
 
 
+def moderated_frame(result: ModerationResult) -> dict:
+    """The answer to a moderation act (the actor's, and for mute/unmute the target's too)."""
+    return protocol.moderated_frame(
+        room_slug=result.room.slug,
+        action=result.action,
+        username=result.target.username if result.target else None,
+        until=result.until,
+        now_ms=_now_ms(),
+    )
+
+
+def _tell_target(*, room: Room, action: str, target: User, until: object) -> None:
+    frame = moderated_frame(ModerationResult(room, action, target, until))
+    broadcast.send_to_user_on_commit(target.pk, frame)
+
+
 def _removed_frame(room: Room, reason: str) -> dict:
     return protocol.room_membership_frame("room_removed", room_slug=room.slug, reason=reason, now_ms=_now_ms())
 
@@ -122,12 +138,14 @@ def _act_on_member(
             until = timezone.now() + timedelta(seconds=seconds or DEFAULT_MUTE_SECONDS)
             Membership.objects.filter(pk=membership.pk).update(muted_until=until)
             _log(actor=actor, action=action, room=room, target=target, reason=reason)
+            _tell_target(room=room, action=action, target=target, until=until)
             return ModerationResult(room, action, target, until)
         if action == "unmute":
             if membership is None:
                 raise NotFound("that user is not in this room")
             Membership.objects.filter(pk=membership.pk).update(muted_until=None)
             _log(actor=actor, action=action, room=room, target=target, reason=reason)
+            _tell_target(room=room, action=action, target=target, until=None)
             return ModerationResult(room, action, target)
         if action == "unban":
             if membership is None or not membership.banned:

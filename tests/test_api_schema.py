@@ -32,6 +32,8 @@ DOCUMENTED = {
     ("/api/rooms/{slug}/messages/{id}/", "patch"),
     ("/api/rooms/{slug}/messages/{id}/", "delete"),
     ("/api/rooms/{slug}/read/", "post"),
+    ("/api/rooms/{slug}/moderation/", "post"),
+    ("/api/messages/{id}/report/", "post"),
     ("/api/users/", "get"),
     ("/api/search/", "get"),
     ("/api/ws-ticket/", "post"),

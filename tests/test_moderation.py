@@ -127,3 +127,35 @@ async def test_staff_moderate_private_rooms_they_are_not_in(connect):
     await s.send({"type": "moderate", "to": "hideout", "extra": {"action": "lock"}})
     assert (await s.expect("moderated"))["extra"]["action"] == "lock"
     assert await sync_to_async(lambda: Room.objects.get(slug="hideout").locked)()
+
+
+async def test_rest_moderation_and_report_reach_the_sockets(connect):
+    from rest_framework.test import APIClient
+
+    owner, mod, member = await setup()
+    target = await connect(member)
+    await target.drain()
+
+    @sync_to_async
+    def post(user, path, body):
+        client = APIClient()
+        client.force_authenticate(user)
+        return client.post(path, body, format="json")
+
+    muted = await post(mod, "/api/rooms/lobby/moderation/", {"action": "mute", "user": "member", "seconds": 30})
+    assert muted.status_code == 200 and muted.json()["action"] == "mute" and muted.json()["until"]
+    assert (await target.expect("moderated"))["extra"]["user"] == "member"
+    refused = await post(member, "/api/rooms/lobby/moderation/", {"action": "lock"})
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
+    bad = await post(mod, "/api/rooms/lobby/moderation/", {"action": "explode"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid"
+    locked = await post(owner, "/api/rooms/lobby/moderation/", {"action": "lock"})
+    assert locked.status_code == 200
+    assert (await target.expect("room_updated"))["extra"]["locked"] is True
+    message = (await sync_to_async(services.message_create)(user=owner, to="lobby", content="hm")).message
+    reported = await post(member, f"/api/messages/{message.pk}/report/", {"reason": "spam"})
+    assert reported.status_code == 201
+    assert await sync_to_async(ModerationLog.objects.filter(action="report", reason="spam").count)() == 1
+    stranger = await sync_to_async(make_user)("stranger")
+    hidden = await post(stranger, f"/api/messages/{message.pk}/report/", {"reason": "x"})
+    assert hidden.status_code == 404

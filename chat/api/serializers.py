@@ -217,3 +217,31 @@ class UserQuerySerializer(serializers.Serializer):
 class SearchQuerySerializer(serializers.Serializer):
     q = serializers.CharField(max_length=500, help_text="words to find")
     room = serializers.CharField(max_length=200, required=False, help_text="a room's slug, to search only there")
+
+
+class ModerationSerializer(serializers.Serializer):
+    """The ``moderate`` frame's ``extra``, as a JSON body."""
+
+    action = serializers.ChoiceField(choices=sorted(protocol.MODERATION_ACTIONS))
+    user = serializers.CharField(required=False, allow_null=True, max_length=150)
+    seconds = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=10**9)
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=500)
+    topic = serializers.CharField(
+        required=False, allow_null=True, allow_blank=True, max_length=500, trim_whitespace=False
+    )
+
+
+class ModerationResultSerializer(serializers.Serializer):
+    room = serializers.CharField()
+    action = serializers.CharField()
+    user = serializers.CharField(allow_null=True)
+    until = serializers.IntegerField(allow_null=True, help_text="ms since epoch; mute only")
+
+
+class ReportSerializer(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=500)
+
+
+class ReportResultSerializer(serializers.Serializer):
+    id = serializers.IntegerField(help_text="the reported message")
+    reported = serializers.BooleanField()

@@ -12,6 +12,7 @@ router.register("users", views.UserViewSet, basename="api-user")
 
 urlpatterns = [
     path("", include(router.urls)),
+    path("messages/<int:id>/report/", views.ReportView.as_view(), name="api-message-report"),
     path("search/", views.SearchView.as_view(), name="api-search"),
     path("ws-ticket/", views.WsTicketView.as_view(), name="api-ws-ticket"),
     path("token/", views.TokenView.as_view(), name="api-token"),

@@ -18,7 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chat import selectors, services
+from chat import moderation, selectors, services
 
 from . import serializers as s
 from .pagination import SeqAnchorPagination
@@ -104,6 +104,26 @@ class RoomViewSet(ChatApiMixin, viewsets.ViewSet):
         data = self._valid(s.ReadSerializer, request)
         seq = services.read_mark(user=request.user, to=slug, seq=data["seq"])
         return Response({"room": slug, "seq": seq})
+
+    @extend_schema(
+        parameters=[ROOM_SLUG],
+        request=s.ModerationSerializer,
+        responses=s.ModerationResultSerializer,
+        summary="Moderate the room (owners, moderators, staff): the `moderate` frame's extra as JSON",
+    )
+    @action(detail=True, methods=["post"])
+    def moderation(self, request: Request, slug: str) -> Response:
+        data = self._valid(s.ModerationSerializer, request)
+        result = moderation.room_moderate(
+            actor=request.user,
+            slug=slug,
+            action=data["action"],
+            username=data.get("user"),
+            seconds=data.get("seconds"),
+            reason=data.get("reason", ""),
+            topic=data.get("topic"),
+        )
+        return Response(moderation.moderated_frame(result)["extra"] | {"room": result.room.slug})
 
     @staticmethod
     def _valid(serializer_class: type[s.serializers.Serializer], request: Request) -> dict:
@@ -270,3 +290,18 @@ class TokenView(ChatApiMixin, APIView):
     def delete(self, request: Request) -> Response:
         services.api_token_revoke(user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ReportView(ChatApiMixin, APIView):
+    """Report a message of one of your rooms to its moderators. Nothing is broadcast."""
+
+    @extend_schema(
+        parameters=[MESSAGE_ID],
+        request=s.ReportSerializer,
+        responses={201: s.ReportResultSerializer},
+        summary="Report a message to the moderators",
+    )
+    def post(self, request: Request, id: int) -> Response:  # noqa: A002 - the URL's name
+        data = RoomViewSet._valid(s.ReportSerializer, request)
+        moderation.message_report(user=request.user, message_id=id, reason=data["reason"])
+        return Response({"id": id, "reported": True}, status=status.HTTP_201_CREATED)
