@@ -10,6 +10,9 @@
    several, sockets spread round robin, which needs Redis) on free loopback ports, with
    ``CHAT_POST_REFILL_PER_SECOND=2`` (default 1): at exactly one message a second per user,
    timer jitter alone would otherwise run some buckets dry and the bench would measure refusals.
+   With Redis it also raises the layer's Redis socket timeout to 15 s (``--keep-redis-timeout``
+   to leave it): redis-py 8's default of 5 s equals channels_redis's BZPOPMIN wait, so idle
+   sockets crash with 1011 within seconds.
 3. Opens a socket per chat user (``--chat-users`` spread over ``--rooms``); each sends one
    message a second to its room and times the round trip to its own copy of the message (stored,
    acked, broadcast through the channel layer).
@@ -63,6 +66,16 @@ def _environment(args: argparse.Namespace, media_root: str) -> dict[str, str]:
         env["REDIS_URL"] = args.redis_url
     else:
         env.pop("REDIS_URL", None)
+    if args.redis_url and not args.keep_redis_timeout:
+        # redis-py 8 reads with a 5 s socket timeout by default, the same 5 s channels_redis
+        # blocks in BZPOPMIN: an idle consumer's receive can time out and crash the socket
+        # (1011). Until the project's CHANNEL_LAYERS sets a longer one, the bench does.
+        Path(media_root, "upload_bench_settings.py").write_text(
+            "from chatsite.settings import *  # noqa: F403\n"
+            'CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0]["socket_timeout"] = 15  # noqa: F405\n'
+        )
+        env["DJANGO_SETTINGS_MODULE"] = "upload_bench_settings"
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [media_root, str(ROOT), env.get("PYTHONPATH")]))
     return env
 
 
@@ -88,6 +101,7 @@ def prepare(args: argparse.Namespace, env: dict[str, str]) -> Population:
     _ensure_database(args.database_url)
     os.environ.update(env)
     sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, env.get("PYTHONPATH", "").split(os.pathsep)[0])
     import django
 
     django.setup()
@@ -387,6 +401,9 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=4, help="chunks in flight per upload")
     parser.add_argument("--binary", action="store_true", help="send chunks as binary frames")
     parser.add_argument("--servers", type=int, default=1, help="daphne processes (more than one needs Redis)")
+    parser.add_argument(
+        "--keep-redis-timeout", action="store_true", help="run with the project's channel layer settings as they are"
+    )
     parser.add_argument("--warmup", type=float, default=8.0)
     parser.add_argument("--tail", type=float, default=3.0)
     parser.add_argument("--max-seconds", type=float, default=120.0)
