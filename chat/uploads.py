@@ -30,7 +30,7 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Sum
 from django.utils import timezone
 from PIL import ExifTags, Image, ImageOps
@@ -358,6 +358,12 @@ def upload_chunk(*, user: User, upload_id: str, index: int, data: bytes) -> Uplo
     leaves the upload where it stood."""
     chunk_size = settings.CHAT_UPLOAD_CHUNK_BYTES
     with transaction.atomic():
+        if connection.vendor == "postgresql":
+            # Progress need not wait for the WAL flush: if a crash loses the last commits,
+            # ``received`` is simply a few chunks behind the file and the client re-sends them
+            # (they are written at ``received`` again). Saves a disk flush per chunk.
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
         upload = _owned(user=user, upload_id=upload_id, lock=True)
         if upload.finished:
             raise _fail(UploadFailed, "this upload is finished", upload)
