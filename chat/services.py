@@ -162,6 +162,8 @@ def clean_content(content: str) -> str:
     content = (content or "").strip()
     if not content:
         raise Invalid("a message needs text")
+    if "\x00" in content:
+        raise Invalid("a message cannot contain NUL characters")
     if len(content) > settings.CHAT_MAX_CONTENT:
         raise Invalid(f"a message is at most {settings.CHAT_MAX_CONTENT} characters")
     return content

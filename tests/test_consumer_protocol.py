@@ -263,6 +263,7 @@ async def test_posting_requires_membership(connect):
         ({"type": "message", "to": None, "content": "null target", "messageId": "v2"}, "invalid"),
         ({"type": "message", "to": "lobby", "content": "   ", "messageId": "v3"}, "invalid"),
         ({"type": "message", "to": "lobby", "content": "x" * 4001, "messageId": "v4"}, "invalid"),
+        ({"type": "message", "to": "lobby", "content": "nul \u0000 byte", "messageId": "v4b"}, "invalid"),
         ({"type": "message", "to": "lobby", "content": "hi", "messageId": "x" * 65}, "invalid"),
         ({"type": "message", "to": "lobby", "content": 5, "messageId": "v6"}, "invalid"),
         (
