@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import dataclasses
 import logging
 import time
@@ -30,6 +31,18 @@ logger = logging.getLogger(__name__)
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+_upload_threads: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _upload_executor() -> concurrent.futures.ThreadPoolExecutor:
+    global _upload_threads
+    if _upload_threads is None:
+        _upload_threads = concurrent.futures.ThreadPoolExecutor(
+            max_workers=settings.CHAT_UPLOAD_THREADS, thread_name_prefix="upload"
+        )
+    return _upload_threads
 
 
 def _limits() -> dict[str, int]:
@@ -236,11 +249,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- Uploads (PROTOCOL section 5; the rules are in chat/uploads.py) ------------------------
 
     async def _upload_call(self, request: protocol.Request, rule: Any, **kwargs: Any) -> Any:
-        """Run an upload rule in a worker thread rather than the one shared database thread, so
-        that hashing and storing a large file does not hold up every other frame. A refusal
-        about a known upload names its room even when the refused frame did not."""
+        """Run an upload rule on the upload threads rather than the one shared database thread,
+        so that hashing and storing a large file does not hold up every other frame; there are
+        few of them, so that many uploads at once cannot crowd out chat traffic (CPU, GIL,
+        database connections). A refusal about a known upload names its room even when the
+        refused frame did not."""
         try:
-            return await database_sync_to_async(rule, thread_sensitive=False)(user=self.user, **kwargs)
+            return await database_sync_to_async(rule, thread_sensitive=False, executor=_upload_executor())(
+                user=self.user, **kwargs
+            )
         except ChatError as exc:
             room = getattr(exc, "room", None)
             if room is None or request.context.room is not None:

@@ -273,6 +273,8 @@ CHAT_UPLOAD_FINISHED_KEEP_SECONDS = env.int("CHAT_UPLOAD_FINISHED_KEEP_SECONDS",
 # Images over this many pixels are refused before Pillow decodes them (decompression bombs).
 CHAT_UPLOAD_MAX_IMAGE_PIXELS = env.int("CHAT_UPLOAD_MAX_IMAGE_PIXELS", default=50_000_000)
 CHAT_UPLOAD_THUMBNAIL_PX = env.int("CHAT_UPLOAD_THUMBNAIL_PX", default=320)
+# Threads per process that run upload work (chunks, hashing, storing), apart from the chat's.
+CHAT_UPLOAD_THREADS = env.int("CHAT_UPLOAD_THREADS", default=2)
 # How files leave the server: "django" (streamed by Django), "x-accel-redirect" (nginx) or
 # "x-sendfile" (Apache mod_xsendfile, lighttpd). The web server then reads the file itself.
 CHAT_FILES_SERVE = env.str("CHAT_FILES_SERVE", default="django")
