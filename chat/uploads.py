@@ -39,7 +39,7 @@ from accounts.models import User
 
 from . import selectors, services
 from .exceptions import ChatError, Invalid, NotFound, TooLarge, UploadFailed
-from .models import Attachment, Membership, Message, Upload
+from .models import Attachment, Message, Upload
 
 PARTIAL_DIR = "uploads-partial"
 MAX_NAME_CHARS = 200
@@ -554,12 +554,12 @@ def attachment_for_member(*, user: User, attachment_id: int) -> Attachment:
     if not user.is_authenticated:
         raise NotFound("no such file")
     attachment = Attachment.objects.select_related("message").filter(pk=attachment_id).first()
-    if (
-        attachment is None
-        or attachment.message.deleted_at is not None
-        or not Membership.objects.filter(room_id=attachment.message.room_id, user=user, banned=False).exists()
-    ):
+    if attachment is None or attachment.message.deleted_at is not None:
         raise NotFound("no such file")
+    try:
+        selectors.message_for_user(user=user, message_id=attachment.message_id)  # the membership check
+    except NotFound:
+        raise NotFound("no such file") from None
     return attachment
 
 
