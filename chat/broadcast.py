@@ -7,7 +7,6 @@ never becomes one.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -16,6 +15,7 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 
 from . import presence, selectors
+from .clock import now_ms
 from .protocol import encode, user_list_frame
 
 
@@ -47,7 +47,7 @@ async def announce_presence(*, room_id: int, room_slug: str) -> None:
         for m in members
         if m["user_id"] in online
     ]
-    await send_to_room(room_id, user_list_frame(room_slug=room_slug, users=users, now_ms=int(time.time() * 1000)))
+    await send_to_room(room_id, user_list_frame(room_slug=room_slug, users=users, now_ms=now_ms()))
 
 
 async def subscribe_user(

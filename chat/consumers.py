@@ -22,15 +22,12 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError
 
 from . import broadcast, moderation, presence, protocol, ratelimit, selectors, services, uploads
+from .clock import now_ms
 from .exceptions import ChatError
 from .models import Room
 from .protocol import FrameError, RequestContext
 
 logger = logging.getLogger(__name__)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 _upload_threads: concurrent.futures.ThreadPoolExecutor | None = None
@@ -161,7 +158,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self._send_frame(self._welcome(memberships))
 
     async def on_ping(self, request: protocol.Ping) -> None:
-        await self._send_frame(protocol.pong_frame(now_ms=_now_ms()))
+        await self._send_frame(protocol.pong_frame(now_ms=now_ms()))
 
     async def on_join(self, request: protocol.JoinRoom) -> None:
         access = await database_sync_to_async(services.room_join)(user=self.user, slug=request.room)
@@ -181,7 +178,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             room=room,
             membership=access.membership,
             members=selectors.member_count(room=room),
-            now_ms=_now_ms(),
+            now_ms=now_ms(),
         )
         if request.since is None:
             messages, has_more = selectors.history_latest(room=room, limit=settings.CHAT_HISTORY_PAGE)
@@ -199,7 +196,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             has_more=has_more,
             changes=[protocol.message_payload(m) for m in changes],
             changes_has_more=changes_more,
-            now_ms=_now_ms(),
+            now_ms=now_ms(),
         )
         return state, history
 
@@ -217,7 +214,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
         # The message frame was queued after commit; this socket handles it only after this
         # handler returns, so its ack always comes first.
-        await self._send_frame(protocol.ack_frame(result.message, now_ms=_now_ms()))
+        await self._send_frame(protocol.ack_frame(result.message, now_ms=now_ms()))
 
     async def on_typing(self, request: protocol.Typing) -> None:
         room_id = next((rid for rid, slug in self.rooms.items() if slug == request.to), None)
@@ -230,9 +227,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             f"typing:{self.user.pk}:{room_id}", settings.CHAT_TYPING_INTERVAL_SECONDS
         ):
             return  # dropped silently, never counted as flooding
-        frame = protocol.typing_frame(
-            username=self.user.username, room_slug=slug, state=request.state, now_ms=_now_ms()
-        )
+        frame = protocol.typing_frame(username=self.user.username, room_slug=slug, state=request.state, now_ms=now_ms())
         await broadcast.send_to_room(room_id, frame, exclude_user_id=self.user.pk)
 
     async def on_read(self, request: protocol.Read) -> None:
@@ -278,20 +273,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
             upload_id=request.upload_id,
         )
         if status is not None:
-            await self._send_frame(protocol.file_ready_frame(status, now_ms=_now_ms()))
+            await self._send_frame(protocol.file_ready_frame(status, now_ms=now_ms()))
 
     async def on_file_chunk(self, request: protocol.FileChunk) -> None:
         status = await self._upload_call(
             request, uploads.upload_chunk, upload_id=request.upload_id, index=request.index, data=request.data
         )
         if status is not None:
-            await self._send_frame(protocol.file_progress_frame(status, now_ms=_now_ms()))
+            await self._send_frame(protocol.file_progress_frame(status, now_ms=now_ms()))
 
     async def on_file_end(self, request: protocol.FileEnd) -> None:
         result = await self._upload_call(request, uploads.upload_finish, upload_id=request.upload_id)
         if result is not None:
             # As for text messages: the file message leaves after commit, so the ack comes first.
-            await self._send_frame(protocol.ack_frame(result.message, now_ms=_now_ms()))
+            await self._send_frame(protocol.ack_frame(result.message, now_ms=now_ms()))
 
     async def _receive_binary_chunk(self, data: bytes) -> None:
         """A binary frame is a ``file_chunk`` without base64 (header in docs/uploads.md)."""
@@ -328,7 +323,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await database_sync_to_async(moderation.message_report)(
             user=self.user, message_id=request.id, reason=request.reason
         )
-        await self._send_frame(protocol.reported_frame(message_id=request.id, now_ms=_now_ms()))
+        await self._send_frame(protocol.reported_frame(message_id=request.id, now_ms=now_ms()))
 
     async def on_not_yet(self, request: protocol.Request) -> None:
         await self._refuse("invalid", "this server does not handle that frame yet", request.context)
@@ -357,14 +352,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     def _welcome(self, memberships: list) -> dict[str, Any]:
         rooms = [protocol.room_summary(m.room, m) for m in memberships]
-        return protocol.welcome_frame(user=self.user, rooms=rooms, limits=_limits(), now_ms=_now_ms())
+        return protocol.welcome_frame(user=self.user, rooms=rooms, limits=_limits(), now_ms=now_ms())
 
     async def _refuse_with(self, exc: ChatError, context: RequestContext) -> None:
-        await self._send_frame(protocol.error_from_exception(exc, context, now_ms=_now_ms()))
+        await self._send_frame(protocol.error_from_exception(exc, context, now_ms=now_ms()))
         await self._count_refusal()
 
     async def _refuse(self, code: str, message: str, context: RequestContext) -> None:
-        await self._send_frame(protocol.error_frame(code, message, context, now_ms=_now_ms()))
+        await self._send_frame(protocol.error_frame(code, message, context, now_ms=now_ms()))
         await self._count_refusal()
 
     async def _count_refusal(self) -> None:

@@ -5,7 +5,6 @@ short transaction, broadcast after commit, log every act in ``ModerationLog``.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -15,15 +14,12 @@ from django.utils import timezone
 from accounts.models import User
 
 from . import broadcast, protocol, selectors, services
+from .clock import now_ms
 from .exceptions import Forbidden, Invalid, NotFound
 from .models import Membership, Message, ModerationLog, Room
 
 DEFAULT_MUTE_SECONDS = 10 * 60
 MAX_TOPIC = 500
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True)
@@ -86,7 +82,7 @@ def moderated_frame(result: ModerationResult) -> dict:
         action=result.action,
         username=result.target.username if result.target else None,
         until=result.until,
-        now_ms=_now_ms(),
+        now_ms=now_ms(),
     )
 
 
@@ -96,7 +92,7 @@ def _tell_target(*, room: Room, action: str, target: User, until: object) -> Non
 
 
 def _removed_frame(room: Room, reason: str) -> dict:
-    return protocol.room_membership_frame("room_removed", room_slug=room.slug, reason=reason, now_ms=_now_ms())
+    return protocol.room_membership_frame("room_removed", room_slug=room.slug, reason=reason, now_ms=now_ms())
 
 
 def room_moderate(
@@ -202,7 +198,7 @@ def _act_on_room(
         Room.objects.filter(pk=room.pk).update(**changes)
         room.refresh_from_db()
         _log(actor=actor, action=action, room=room, reason=reason or text)
-        broadcast.send_to_room_on_commit(room.pk, protocol.room_updated_frame(room, now_ms=_now_ms()))
+        broadcast.send_to_room_on_commit(room.pk, protocol.room_updated_frame(room, now_ms=now_ms()))
         services.system_message_create(room=room, content=text)
     return ModerationResult(room, action, None)
 

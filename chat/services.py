@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -22,16 +21,13 @@ from rest_framework.authtoken.models import Token
 from accounts.models import User
 
 from . import broadcast, protocol, ratelimit, selectors
+from .clock import now_ms
 from .exceptions import Forbidden, Invalid, NotFound, RateLimited
 from .models import Membership, Message, Room, WebSocketTicket
 from .selectors import RoomAccess
 
 MENTION_RE = re.compile(r"(?<![\w@])@([\w.@+-]+)")
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True)
@@ -64,7 +60,7 @@ def room_create(*, user: User, slug: str, name: str, kind: str = Room.Kind.PUBLI
 
 
 def _room_added(room: Room, reason: str) -> dict:
-    return protocol.room_membership_frame("room_added", room_slug=room.slug, reason=reason, now_ms=_now_ms())
+    return protocol.room_membership_frame("room_added", room_slug=room.slug, reason=reason, now_ms=now_ms())
 
 
 def room_join(*, user: User, slug: str) -> RoomAccess:
@@ -102,7 +98,7 @@ def room_leave(*, user: User, slug: str) -> Room:
             room_id=access.room.pk,
             room_slug=access.room.slug,
             frame=protocol.room_membership_frame(
-                "room_removed", room_slug=access.room.slug, reason="left", now_ms=_now_ms()
+                "room_removed", room_slug=access.room.slug, reason="left", now_ms=now_ms()
             ),
         )
     return access.room
@@ -287,7 +283,7 @@ def _record_change(message: Message, **fields) -> Message:
     Room.objects.filter(pk=room.pk).update(last_change=room.last_change)
     Message.objects.filter(pk=message.pk).update(change=room.last_change, **fields)
     message = selectors.messages_with_relations().get(pk=message.pk)
-    broadcast.send_to_room_on_commit(room.pk, protocol.message_changed_frame(message, now_ms=_now_ms()))
+    broadcast.send_to_room_on_commit(room.pk, protocol.message_changed_frame(message, now_ms=now_ms()))
     return message
 
 
@@ -334,7 +330,7 @@ def read_mark(*, user: User, to: str, seq: int) -> int:
         moved = Membership.objects.filter(pk=access.membership.pk, read_seq__lt=seq).update(read_seq=seq)
         if moved:
             broadcast.send_to_user_on_commit(
-                user.pk, protocol.read_frame(room_slug=access.room.slug, seq=seq, now_ms=_now_ms())
+                user.pk, protocol.read_frame(room_slug=access.room.slug, seq=seq, now_ms=now_ms())
             )
     return max(seq, access.membership.read_seq)
 
