@@ -127,7 +127,9 @@ if REDIS_URL:
             # message). The pubsub layer keeps groups per process.
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [{"address": REDIS_URL, "max_connections": 1000}],
+                # redis-py 8 gives up on a read after 5 s, exactly the layer's blocking-receive
+                # wait: an idle socket's receive would then fail and close it (1011).
+                "hosts": [{"address": REDIS_URL, "max_connections": 1000, "socket_timeout": 15}],
                 "capacity": env.int("CHANNEL_CAPACITY", default=1000),
                 "expiry": 60,
                 "prefix": env.str("CHANNEL_PREFIX", default="asgi"),

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.conf import settings
 from django.contrib.sessions.models import Session
 from django.test import Client
 from django.utils import timezone
@@ -264,3 +265,16 @@ async def test_new_direct_room_and_invites_send_user_list_from_any_door(connect)
     assert (await c.expect("room_added", room="hideout"))["extra"]["reason"] == "invited"
     listed = await a.expect("user_list", room="hideout")
     assert [u["username"] for u in listed["extra"]["users"]] == ["alice", "carol"]
+
+
+@pytest.mark.skipif(
+    not settings.REDIS_URL, reason="the Redis channel layer's blocking receive (the PostgreSQL + Redis pass)"
+)
+async def test_an_idle_socket_outlives_the_layers_blocking_receive(connect):
+    # channels_redis blocks 5 s per receive; the Redis client must wait longer than that.
+    (alice,) = await setup_room("alice")
+    socket = await connect(alice)
+    await socket.drain()
+    await asyncio.sleep(7)
+    await socket.send({"type": "ping"})
+    assert (await socket.expect("pong", timeout=5))["type"] == "pong"
