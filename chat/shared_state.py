@@ -40,7 +40,9 @@ def async_client() -> redis.asyncio.Redis:
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
-        client = redis.asyncio.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+        # As many connections as the channel layer may use: every socket's connect and
+        # disconnect touches presence, and they come in bursts.
+        client = redis.asyncio.Redis.from_url(settings.REDIS_URL, decode_responses=True, max_connections=1000)
         _async_clients[loop] = client
     return client
 
