@@ -47,6 +47,8 @@ def test_image_upload_shows_progress_then_a_thumbnail(pair, open_page, tmp_path)
         thumbnail = view.get_by_role("log", name="Messages").get_by_role("img", name="noise.png")
         expect(thumbnail).to_be_visible(timeout=20_000)
     expect(progress).to_have_count(0)
+    # Visible is not loaded: wait until the thumbnail's bytes really arrived and decoded.
+    page.wait_for_function("document.querySelector('.attachment-image img')?.naturalWidth > 0", timeout=15_000)
     assert page.evaluate("document.querySelector('.attachment-image img').naturalWidth") > 0
 
     # The thumbnail opens the full image; Escape closes it.
