@@ -128,18 +128,27 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.user is None:
             return
         if text_data is None:
-            await self._receive_binary_chunk(bytes_data or b"")
-            return
-        if len(text_data) > settings.CHAT_MAX_FRAME_BYTES // 4 and (
-            len(text_data.encode("utf-8")) > settings.CHAT_MAX_FRAME_BYTES
-        ):
+            # A binary frame is a ``file_chunk`` without base64 (header in docs/uploads.md).
+            too_large = len(bytes_data or b"") > settings.CHAT_MAX_FRAME_BYTES
+        else:
+            too_large = len(text_data) > settings.CHAT_MAX_FRAME_BYTES // 4 and (
+                len(text_data.encode("utf-8")) > settings.CHAT_MAX_FRAME_BYTES
+            )
+        if too_large:
             await self.close(code=protocol.CLOSE_FRAME_TOO_LARGE)
             return
         try:
-            request = protocol.parse(text_data, username=self.user.username, user_id=self.user.pk)
+            if text_data is None:
+                request = protocol.parse_binary_chunk(bytes_data or b"")
+            else:
+                request = protocol.parse(text_data, username=self.user.username, user_id=self.user.pk)
         except FrameError as exc:
             await self._refuse(exc.code, exc.message, exc.context)
             return
+        await self._handle(request)
+
+    async def _handle(self, request: protocol.Request) -> None:
+        """Run one parsed request's handler; every failure becomes an error frame or a close."""
         handler = self._handlers[type(request)]
         try:
             await handler(self, request)
@@ -287,24 +296,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if result is not None:
             # As for text messages: the file message leaves after commit, so the ack comes first.
             await self._send_frame(protocol.ack_frame(result.message, now_ms=now_ms()))
-
-    async def _receive_binary_chunk(self, data: bytes) -> None:
-        """A binary frame is a ``file_chunk`` without base64 (header in docs/uploads.md)."""
-        if len(data) > settings.CHAT_MAX_FRAME_BYTES:
-            await self.close(code=protocol.CLOSE_FRAME_TOO_LARGE)
-            return
-        try:
-            request = protocol.parse_binary_chunk(data)
-        except FrameError as exc:
-            await self._refuse(exc.code, exc.message, exc.context)
-            return
-        try:
-            await self.on_file_chunk(request)
-        except ChatError as exc:
-            await self._refuse_with(exc, request.context)
-        except Exception:
-            logger.exception("binary file_chunk failed")
-            await self._refuse("server_error", "the server failed to handle this frame", request.context)
 
     async def on_moderate(self, request: protocol.Moderate) -> None:
         result = await database_sync_to_async(moderation.room_moderate)(
