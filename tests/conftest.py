@@ -7,9 +7,10 @@ The suite runs as it is on the embedded default and on PostgreSQL + Redis (``DAT
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -24,6 +25,16 @@ from chat import shared_state
 
 ORIGIN = (b"origin", b"http://localhost:8000")
 _usernames = itertools.count()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def close_database_pools(django_db_setup, django_db_blocker):
+    """PostgreSQL will not drop the test database while a pooled connection is still open."""
+    yield
+    with django_db_blocker.unblock():
+        for connection in connections.all():
+            if hasattr(connection, "close_pool"):
+                connection.close_pool()
 
 
 @pytest.fixture(autouse=True)
@@ -63,9 +74,12 @@ def session_cookie(user: User) -> bytes:
 class ChatSocket:
     """A WebsocketCommunicator speaking JSON frames, with helpers to wait for a given type."""
 
+    open_sockets: ClassVar[list[ChatSocket]] = []
+
     def __init__(self, communicator: WebsocketCommunicator) -> None:
         self.communicator = communicator
         self.received: list[dict] = []
+        ChatSocket.open_sockets.append(self)
 
     async def send(self, frame: dict | str) -> None:
         text = frame if isinstance(frame, str) else json.dumps(frame)
@@ -115,6 +129,8 @@ class ChatSocket:
 
     async def close(self) -> None:
         await self.communicator.disconnect()
+        if self in ChatSocket.open_sockets:
+            ChatSocket.open_sockets.remove(self)
 
 
 class ConnectionClosed(Exception):
@@ -137,9 +153,9 @@ async def open_socket(
         if user is not None:
             headers.append((b"cookie", await sync_to_async(session_cookie)(user)))
     communicator = WebsocketCommunicator(_application(), path, headers=headers)
+    socket = ChatSocket(communicator)
     connected, _ = await communicator.connect()
     assert connected
-    socket = ChatSocket(communicator)
     if welcome and user is not None:
         await socket.expect("welcome")
     return socket
@@ -148,11 +164,25 @@ async def open_socket(
 @pytest.fixture
 def connect():
     """``await connect(user)``: a socket logged in as ``user``, past its ``welcome``."""
-    sockets: list[ChatSocket] = []
 
     async def _connect(user: User | None = None, **kwargs: Any) -> ChatSocket:
-        socket = await open_socket(user, **kwargs)
-        sockets.append(socket)
-        return socket
+        return await open_socket(user, **kwargs)
 
-    yield _connect
+    return _connect
+
+
+@pytest.fixture
+async def close_sockets_left_open():
+    """Close, as a browser would, every socket an async test left open, so that each consumer
+    leaves its groups and presence through its own disconnect path. Left open, they would all be
+    cancelled at once with the test's event loop, and a channels_redis ``receive`` cancelled in
+    the middle of another consumer's read can then wait forever."""
+    yield
+    while ChatSocket.open_sockets:
+        await ChatSocket.open_sockets.pop().close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if inspect.iscoroutinefunction(getattr(item, "function", None)):
+            item.fixturenames.append("close_sockets_left_open")

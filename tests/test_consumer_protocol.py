@@ -82,6 +82,8 @@ async def test_foreign_origin_is_refused_at_handshake():
     missing = WebsocketCommunicator(application, "/ws/chat/", headers=[(b"cookie", cookie)])
     connected, _ = await missing.connect()
     assert not connected
+    await communicator.disconnect()
+    await missing.disconnect()
 
 
 async def test_ticket_opens_one_socket_without_origin_and_only_once():
