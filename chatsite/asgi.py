@@ -10,8 +10,12 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from chat import transport  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 from chat.wsauth import ChatOriginValidator, TicketOrSessionAuthMiddleware  # noqa: E402
+
+# Under daphne: close 4408 a socket that stopped reading, answer 1009 to an oversized frame.
+transport.install()
 
 application = ProtocolTypeRouter(
     {

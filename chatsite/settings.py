@@ -233,6 +233,10 @@ CHAT_POST_REFILL_PER_SECOND = env.float("CHAT_POST_REFILL_PER_SECOND", default=1
 CHAT_FLOOD_REFUSALS = env.int("CHAT_FLOOD_REFUSALS", default=20)
 CHAT_FLOOD_WINDOW_SECONDS = env.float("CHAT_FLOOD_WINDOW_SECONDS", default=10.0)
 CHAT_TYPING_INTERVAL_SECONDS = env.float("CHAT_TYPING_INTERVAL_SECONDS", default=2.0)
+# A socket whose unread output grows by this much without draining once is closed with 4408.
+CHAT_SLOW_READER_BYTES = env.int("CHAT_SLOW_READER_BYTES", default=1024 * 1024)
+# How long a socket we close may take to answer the close frame before its connection is cut.
+CHAT_CLOSE_HANDSHAKE_SECONDS = env.float("CHAT_CLOSE_HANDSHAKE_SECONDS", default=5.0)
 CHAT_HISTORY_PAGE = 50
 CHAT_REPLAY_MAX = 200
 CHAT_MAX_UPLOAD_BYTES = env.int("CHAT_MAX_UPLOAD_BYTES", default=25 * 1024 * 1024)
