@@ -29,12 +29,20 @@ _usernames = itertools.count()
 
 @pytest.fixture(scope="session", autouse=True)
 def close_database_pools(django_db_setup, django_db_blocker):
-    """PostgreSQL will not drop the test database while a pooled connection is still open."""
+    """PostgreSQL will not drop the test database while any connection to it is open: close the
+    pool, then end whatever session is left (a worker thread's connection never handed back)."""
     yield
     with django_db_blocker.unblock():
-        for connection in connections.all():
-            if hasattr(connection, "close_pool"):
-                connection.close_pool()
+        connection = connections["default"]
+        if connection.vendor != "postgresql":
+            return
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        connection.close()
+        connection.close_pool()
 
 
 @pytest.fixture(autouse=True)
