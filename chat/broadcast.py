@@ -7,6 +7,9 @@ never becomes one.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -17,6 +20,8 @@ from django.db import transaction
 from . import presence, selectors
 from .clock import now_ms
 from .protocol import encode, user_list_frame
+
+logger = logging.getLogger(__name__)
 
 
 def room_group(room_id: int) -> str:
@@ -90,32 +95,79 @@ async def close_user_sockets(*, user_id: int, code: int) -> None:
 
 
 # --- After-commit versions, for the service layer -------------------------------------------
-# A rolled-back write never reaches anyone: these only queue the send with on_commit.
+# A rolled-back write never reaches anyone: these only queue the send with on_commit. The send
+# itself is handed to the server's event loop, so the database thread (one per process, shared
+# by every socket) goes straight on to the next request instead of waiting for the channel layer.
+
+
+class _Publisher:
+    """Sends, one after the other and in the order they were committed, on one event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.jobs: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
+        self.task = loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            job = await self.jobs.get()
+            try:
+                await job()
+            except Exception:
+                # The write is committed and acknowledged; whoever missed it finds it by seq.
+                logger.exception("broadcast after commit failed")
+
+    def usable(self) -> bool:
+        return not self.loop.is_closed() and self.loop.is_running() and not self.task.done()
+
+
+_publisher: _Publisher | None = None
+
+
+def start_publisher() -> None:
+    """Called on the server's event loop (by each socket as it opens): after-commit sends from
+    any thread of this process are handed to it from now on."""
+    global _publisher
+    if _publisher is None or not _publisher.usable():
+        _publisher = _Publisher(asyncio.get_running_loop())
+
+
+async def _run_job(job: Callable[[], Awaitable[None]]) -> None:
+    await job()
+
+
+def _after_commit(job: Callable[[], Awaitable[None]]) -> None:
+    def publish() -> None:
+        publisher = _publisher
+        if publisher is not None and publisher.usable():
+            # call_soon_threadsafe runs callbacks in the order given: commit order is kept.
+            publisher.loop.call_soon_threadsafe(publisher.jobs.put_nowait, job)
+        else:
+            # No event loop of ours (a management command, the shell, a sync test).
+            async_to_sync(_run_job)(job)
+
+    transaction.on_commit(publish)
 
 
 def send_to_room_on_commit(room_id: int, frame: dict[str, Any]) -> None:
-    transaction.on_commit(lambda: async_to_sync(send_to_room)(room_id, frame))
+    _after_commit(lambda: send_to_room(room_id, frame))
 
 
 def send_to_user_on_commit(user_id: int, frame: dict[str, Any]) -> None:
-    transaction.on_commit(lambda: async_to_sync(send_to_user)(user_id, frame))
+    _after_commit(lambda: send_to_user(user_id, frame))
 
 
 def subscribe_user_on_commit(
     *, user_id: int, room_id: int, room_slug: str, frame: dict[str, Any], announce: bool = True
 ) -> None:
-    transaction.on_commit(
-        lambda: async_to_sync(subscribe_user)(
-            user_id=user_id, room_id=room_id, room_slug=room_slug, frame=frame, announce=announce
-        )
+    _after_commit(
+        lambda: subscribe_user(user_id=user_id, room_id=room_id, room_slug=room_slug, frame=frame, announce=announce)
     )
 
 
 def unsubscribe_user_on_commit(*, user_id: int, room_id: int, room_slug: str, frame: dict[str, Any]) -> None:
-    transaction.on_commit(
-        lambda: async_to_sync(unsubscribe_user)(user_id=user_id, room_id=room_id, room_slug=room_slug, frame=frame)
-    )
+    _after_commit(lambda: unsubscribe_user(user_id=user_id, room_id=room_id, room_slug=room_slug, frame=frame))
 
 
 def close_user_sockets_on_commit(*, user_id: int, code: int) -> None:
-    transaction.on_commit(lambda: async_to_sync(close_user_sockets)(user_id=user_id, code=code))
+    _after_commit(lambda: close_user_sockets(user_id=user_id, code=code))

@@ -81,6 +81,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _open(self, user: Any) -> None:
         self.user = user
+        broadcast.start_publisher()
         self.rooms: dict[int, str] = {}
         self.refusals: collections.deque[float] = collections.deque()
         # Presence first, memberships second: a join committed in between either sees this
