@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
@@ -234,24 +234,19 @@ def message_create(
     mentions = _mentions(room=access.room, content=content)
     try:
         with transaction.atomic():
-            # The row lock serialises writers of one room, so seqs are gap-free in commit order
-            # (on SQLite the IMMEDIATE transaction mode serialises all writers instead).
-            room = Room.objects.select_for_update().get(pk=access.room.pk)
-            room.last_seq += 1
-            Room.objects.filter(pk=room.pk).update(last_seq=room.last_seq)
+            room = access.room
+            seq = _advance_room_counter(room.pk, "last_seq")
             message = Message.objects.create(
                 room=room,
                 author=user,
-                seq=room.last_seq,
+                seq=seq,
                 kind=kind,
                 content=content,
                 client_id=client_id,
                 reply_to_id=reply_to,
                 mentions=mentions,
             )
-            Membership.objects.filter(pk=access.membership.pk, read_seq__lt=room.last_seq).update(
-                read_seq=room.last_seq
-            )
+            Membership.objects.filter(pk=access.membership.pk, read_seq__lt=seq).update(read_seq=seq)
             if before_commit is not None:
                 before_commit(message)
             message = selectors.messages_with_relations().get(pk=message.pk)
@@ -264,13 +259,27 @@ def message_create(
     return PostResult(message, repeated=False)
 
 
+def _advance_room_counter(room_id: int, counter: str) -> int:
+    """Add one to the room's ``last_seq`` or ``last_change`` and return it, in one statement.
+
+    Call inside a transaction: the UPDATE locks the room's row until commit, so writers of one
+    room take numbers one at a time and they are gap-free in commit order (on SQLite the
+    IMMEDIATE transaction mode serialises all writers instead). RETURNING (PostgreSQL, SQLite
+    3.35+) saves the SELECT ... FOR UPDATE the ORM would need first."""
+    assert counter in ("last_seq", "last_change")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Room._meta.db_table} SET {counter} = {counter} + 1 WHERE id = %s RETURNING {counter}",  # noqa: S608 — fixed names
+            [room_id],
+        )
+        return cursor.fetchone()[0]
+
+
 def system_message_create(*, room: Room, content: str) -> Message:
     """A ``system`` line in the room (moderation effects), numbered like any message."""
     with transaction.atomic():
-        locked = Room.objects.select_for_update().get(pk=room.pk)
-        locked.last_seq += 1
-        Room.objects.filter(pk=room.pk).update(last_seq=locked.last_seq)
-        message = Message.objects.create(room=locked, seq=locked.last_seq, kind=Message.Kind.SYSTEM, content=content)
+        seq = _advance_room_counter(room.pk, "last_seq")
+        message = Message.objects.create(room=room, seq=seq, kind=Message.Kind.SYSTEM, content=content)
         message = selectors.messages_with_relations().get(pk=message.pk)
         broadcast.send_to_room_on_commit(room.pk, protocol.message_payload(message))
     return message
@@ -278,12 +287,10 @@ def system_message_create(*, room: Room, content: str) -> Message:
 
 def _record_change(message: Message, **fields) -> Message:
     """Advance the room's change number and apply ``fields``; queues the change frame."""
-    room = Room.objects.select_for_update().get(pk=message.room_id)
-    room.last_change += 1
-    Room.objects.filter(pk=room.pk).update(last_change=room.last_change)
-    Message.objects.filter(pk=message.pk).update(change=room.last_change, **fields)
+    change = _advance_room_counter(message.room_id, "last_change")
+    Message.objects.filter(pk=message.pk).update(change=change, **fields)
     message = selectors.messages_with_relations().get(pk=message.pk)
-    broadcast.send_to_room_on_commit(room.pk, protocol.message_changed_frame(message, now_ms=now_ms()))
+    broadcast.send_to_room_on_commit(message.room_id, protocol.message_changed_frame(message, now_ms=now_ms()))
     return message
 
 
