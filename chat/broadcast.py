@@ -13,13 +13,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import transaction
 
 from . import presence, selectors
 from .clock import now_ms
 from .protocol import encode, user_list_frame
+from .threads import on_read_threads
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ async def send_to_user(user_id: int, frame: dict[str, Any]) -> None:
 
 async def announce_presence(*, room_id: int, room_slug: str) -> None:
     """Send the room its ``user_list``: the members with a live socket anywhere."""
-    members = await database_sync_to_async(selectors.member_profiles)(room_id=room_id)
+    members = await on_read_threads(selectors.member_profiles)(room_id=room_id)
     online = await presence.online_user_ids([m["user_id"] for m in members])
     users = [
         {"username": m["user__username"], "displayName": m["user__display_name"] or m["user__username"]}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import dataclasses
 import logging
 import time
@@ -26,20 +25,9 @@ from .clock import now_ms
 from .exceptions import ChatError
 from .models import Room
 from .protocol import FrameError, RequestContext
+from .threads import on_read_threads, on_upload_threads
 
 logger = logging.getLogger(__name__)
-
-
-_upload_threads: concurrent.futures.ThreadPoolExecutor | None = None
-
-
-def _upload_executor() -> concurrent.futures.ThreadPoolExecutor:
-    global _upload_threads
-    if _upload_threads is None:
-        _upload_threads = concurrent.futures.ThreadPoolExecutor(
-            max_workers=settings.CHAT_UPLOAD_THREADS, thread_name_prefix="upload"
-        )
-    return _upload_threads
 
 
 def _limits() -> dict[str, int]:
@@ -70,7 +58,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.accept()
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            code = await database_sync_to_async(selectors.unauthenticated_close_code)(scope=self.scope)
+            code = await on_read_threads(selectors.unauthenticated_close_code)(scope=self.scope)
             await self.close(code=code)
             return
         try:
@@ -88,7 +76,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # socket in presence (and subscribes it) or is seen by the membership read below.
         came_online = await presence.socket_connected(user_id=user.pk, channel_name=self.channel_name)
         await self.channel_layer.group_add(broadcast.user_group(user.pk), self.channel_name)
-        memberships = await database_sync_to_async(selectors.user_memberships)(user=user)
+        memberships = await on_read_threads(selectors.user_memberships)(user=user)
         for membership in memberships:
             self.rooms[membership.room_id] = membership.room.slug
             await self.channel_layer.group_add(broadcast.room_group(membership.room_id), self.channel_name)
@@ -117,7 +105,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         elsewhere, password change, deactivation) and keep this socket's presence fresh."""
         while True:
             await asyncio.sleep(settings.CHAT_AUTH_RECHECK_SECONDS)
-            verdict = await database_sync_to_async(selectors.socket_auth_verdict)(scope=self.scope)
+            verdict = await on_read_threads(selectors.socket_auth_verdict)(scope=self.scope)
             if verdict is not None:
                 await self.close(code=verdict)
                 return
@@ -164,7 +152,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await self._refuse("server_error", "the server failed to handle this frame", request.context)
 
     async def on_connect_frame(self, request: protocol.Connect) -> None:
-        memberships = await database_sync_to_async(selectors.user_memberships)(user=self.user)
+        memberships = await on_read_threads(selectors.user_memberships)(user=self.user)
         await self._send_frame(self._welcome(memberships))
 
     async def on_ping(self, request: protocol.Ping) -> None:
@@ -176,7 +164,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if room.pk not in self.rooms:
             self.rooms[room.pk] = room.slug
             await self.channel_layer.group_add(broadcast.room_group(room.pk), self.channel_name)
-        state, history = await database_sync_to_async(self._join_replay)(access, request)
+        state, history = await on_read_threads(self._join_replay)(access, request)
         await self._send_frame(state)
         await self._send_frame(history)
         await self._announce_presence(room.pk, room.slug)
@@ -254,15 +242,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- Uploads (PROTOCOL section 5; the rules are in chat/uploads.py) ------------------------
 
     async def _upload_call(self, request: protocol.Request, rule: Any, **kwargs: Any) -> Any:
-        """Run an upload rule on the upload threads rather than the one shared database thread,
-        so that hashing and storing a large file does not hold up every other frame; there are
-        few of them, so that many uploads at once cannot crowd out chat traffic (CPU, GIL,
-        database connections). A refusal about a known upload names its room even when the
-        refused frame did not."""
+        """Run an upload rule on the upload threads (``chat.threads``). A refusal about a known
+        upload names its room even when the refused frame did not."""
         try:
-            return await database_sync_to_async(rule, thread_sensitive=False, executor=_upload_executor())(
-                user=self.user, **kwargs
-            )
+            return await on_upload_threads(rule)(user=self.user, **kwargs)
         except ChatError as exc:
             room = getattr(exc, "room", None)
             if room is None or request.context.room is not None:

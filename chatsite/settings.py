@@ -281,6 +281,9 @@ CHAT_UPLOAD_MAX_IMAGE_PIXELS = env.int("CHAT_UPLOAD_MAX_IMAGE_PIXELS", default=5
 CHAT_UPLOAD_THUMBNAIL_PX = env.int("CHAT_UPLOAD_THUMBNAIL_PX", default=320)
 # Threads per process that run upload work (chunks, hashing, storing), apart from the chat's.
 CHAT_UPLOAD_THREADS = env.int("CHAT_UPLOAD_THREADS", default=2)
+# Threads for the socket side's reads (session re-checks, member lists, join history): they need
+# no ordering, so they do not queue on the one thread that handles writes (chat/threads.py).
+CHAT_READ_THREADS = env.int("CHAT_READ_THREADS", default=4)
 # How files leave the server: "django" (streamed by Django), "x-accel-redirect" (nginx) or
 # "x-sendfile" (Apache mod_xsendfile, lighttpd). The web server then reads the file itself.
 CHAT_FILES_SERVE = env.str("CHAT_FILES_SERVE", default="django")
