@@ -32,15 +32,22 @@ def user_group(user_id: int) -> str:
     return f"user.{user_id}"
 
 
-async def send_to_room(room_id: int, frame: dict[str, Any], *, exclude_user_id: int | None = None) -> None:
+async def send_to_room(
+    room_id: int, frame: dict[str, Any], *, exclude_user_id: int | None = None, author_id: int | None = None
+) -> None:
+    """``author_id`` marks a new message, so that the posting socket can put its ack first."""
     event: dict[str, Any] = {"type": "chat.frame", "text": encode(frame)}
     if exclude_user_id is not None:
         event["exclude_user_id"] = exclude_user_id
+    if author_id is not None:
+        event["author_id"] = author_id
     await get_channel_layer().group_send(room_group(room_id), event)
 
 
 async def send_to_user(user_id: int, frame: dict[str, Any]) -> None:
-    await get_channel_layer().group_send(user_group(user_id), {"type": "chat.frame", "text": encode(frame)})
+    await get_channel_layer().group_send(
+        user_group(user_id), {"type": "chat.frame", "text": encode(frame), "personal": True}
+    )
 
 
 async def announce_presence(*, room_id: int, room_slug: str) -> None:
@@ -70,7 +77,7 @@ async def subscribe_user(
         await layer.group_add(room_group(room_id), channel)
     await layer.group_send(
         user_group(user_id),
-        {"type": "chat.subscribed", "room_id": room_id, "slug": room_slug, "text": encode(frame)},
+        {"type": "chat.subscribed", "room_id": room_id, "slug": room_slug, "text": encode(frame), "personal": True},
     )
     if announce and channels:
         await announce_presence(room_id=room_id, room_slug=room_slug)
@@ -84,7 +91,7 @@ async def unsubscribe_user(*, user_id: int, room_id: int, room_slug: str, frame:
         await layer.group_discard(room_group(room_id), channel)
     await layer.group_send(
         user_group(user_id),
-        {"type": "chat.unsubscribed", "room_id": room_id, "slug": room_slug, "text": encode(frame)},
+        {"type": "chat.unsubscribed", "room_id": room_id, "slug": room_slug, "text": encode(frame), "personal": True},
     )
     if channels:
         await announce_presence(room_id=room_id, room_slug=room_slug)
@@ -149,8 +156,8 @@ def _after_commit(job: Callable[[], Awaitable[None]]) -> None:
     transaction.on_commit(publish)
 
 
-def send_to_room_on_commit(room_id: int, frame: dict[str, Any]) -> None:
-    _after_commit(lambda: send_to_room(room_id, frame))
+def send_to_room_on_commit(room_id: int, frame: dict[str, Any], *, author_id: int | None = None) -> None:
+    _after_commit(lambda: send_to_room(room_id, frame, author_id=author_id))
 
 
 def send_to_user_on_commit(user_id: int, frame: dict[str, Any]) -> None:

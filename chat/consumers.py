@@ -12,6 +12,7 @@ import collections
 import dataclasses
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.exceptions
@@ -28,6 +29,9 @@ from .protocol import FrameError, RequestContext
 from .threads import on_read_threads, on_upload_threads
 
 logger = logging.getLogger(__name__)
+
+# Frames a socket may have waiting to be handled before its consumer stops taking more.
+FRAMES_WAITING_MAX = 64
 
 
 def _limits() -> dict[str, int]:
@@ -69,6 +73,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _open(self, user: Any) -> None:
         self.user = user
+        # The client's frames are handled one after the other by a task of their own, so that
+        # while one of them waits for the database, other people's messages still reach this
+        # socket (the consumer's own loop goes on taking channel-layer events).
+        self.frames_waiting: asyncio.Queue[tuple[str | None, bytes | None]] = asyncio.Queue(FRAMES_WAITING_MAX)
+        self.frame_task = asyncio.ensure_future(self._handle_frames_in_order())
+        # Events caused by the frame being answered wait for its answer (``_deliver``).
+        self.answering = False
+        self.held_events: list[tuple[Callable[[dict], Awaitable[None]], dict]] = []
         broadcast.start_publisher()
         self.rooms: dict[int, str] = {}
         self.refusals: collections.deque[float] = collections.deque()
@@ -89,9 +101,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if self.user is None:
             return
-        recheck_task = getattr(self, "recheck_task", None)
-        if recheck_task is not None:
-            recheck_task.cancel()
+        # Frames not yet handled are dropped with the socket: the client re-sends unacknowledged
+        # messages when it reconnects, and their messageId makes that safe.
+        for task in (getattr(self, "frame_task", None), getattr(self, "recheck_task", None)):
+            if task is not None:
+                task.cancel()
         went_offline = await presence.socket_disconnected(user_id=self.user.pk, channel_name=self.channel_name)
         await self.channel_layer.group_discard(broadcast.user_group(self.user.pk), self.channel_name)
         for room_id in list(self.rooms):
@@ -126,6 +140,27 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if too_large:
             await self.close(code=protocol.CLOSE_FRAME_TOO_LARGE)
             return
+        # A full queue holds up this socket's consumer, and so its reading: the client cannot
+        # pile up work faster than it is done.
+        await self.frames_waiting.put((text_data, bytes_data))
+
+    async def _handle_frames_in_order(self) -> None:
+        while True:
+            text_data, bytes_data = await self.frames_waiting.get()
+            self.answering = True
+            try:
+                await self._answer(text_data, bytes_data)
+            except Exception:
+                # _handle answers every failure of a rule; this is a failure to answer (the
+                # socket went away mid-send). The next frame still gets its turn.
+                logger.exception("a frame could not be answered")
+            finally:
+                while self.held_events:
+                    action, event = self.held_events.pop(0)
+                    await action(event)
+                self.answering = False
+
+    async def _answer(self, text_data: str | None, bytes_data: bytes | None) -> None:
         try:
             if text_data is None:
                 request = protocol.parse_binary_chunk(bytes_data or b"")
@@ -210,8 +245,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             client_id=request.message_id,
             reply_to=request.reply_to,
         )
-        # The message frame was queued after commit; this socket handles it only after this
-        # handler returns, so its ack always comes first.
+        # This socket's copy of the message waits in held_events until the answer is out.
         await self._send_frame(protocol.ack_frame(result.message, now_ms=now_ms()))
 
     async def on_typing(self, request: protocol.Typing) -> None:
@@ -278,7 +312,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def on_file_end(self, request: protocol.FileEnd) -> None:
         result = await self._upload_call(request, uploads.upload_finish, upload_id=request.upload_id)
         if result is not None:
-            # As for text messages: the file message leaves after commit, so the ack comes first.
             await self._send_frame(protocol.ack_frame(result.message, now_ms=now_ms()))
 
     async def on_moderate(self, request: protocol.Moderate) -> None:
@@ -350,17 +383,36 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     # --- Channel-layer events (our own types only) -------------------------------------------
 
+    async def _deliver(self, event: dict[str, Any], action: Callable[[dict], Awaitable[None]]) -> None:
+        """Act on an event now, unless this socket is answering one of its own frames and the
+        event is this user's (an echo of their message, a personal notice such as
+        ``room_added``): those follow the answer, as they would if the socket handled one thing
+        at a time (its ``ack`` before its copy of the ``message``; ``room_state`` and
+        ``history`` of a join before its ``room_added``). Other people's traffic goes on."""
+        if self.answering and (event.get("personal") or event.get("author_id") == self.user.pk):
+            self.held_events.append((action, event))
+        else:
+            await action(event)
+
     async def chat_frame(self, event: dict[str, Any]) -> None:
-        if event.get("exclude_user_id") == self.user.pk:
-            return
+        if event.get("exclude_user_id") != self.user.pk:
+            await self._deliver(event, self._send_event_text)
+
+    async def _send_event_text(self, event: dict[str, Any]) -> None:
         await self.send(text_data=event["text"])
 
     async def chat_subscribed(self, event: dict[str, Any]) -> None:
+        await self._deliver(event, self._subscribed)
+
+    async def _subscribed(self, event: dict[str, Any]) -> None:
         self.rooms[event["room_id"]] = event["slug"]
         await self.channel_layer.group_add(broadcast.room_group(event["room_id"]), self.channel_name)
         await self.send(text_data=event["text"])
 
     async def chat_unsubscribed(self, event: dict[str, Any]) -> None:
+        await self._deliver(event, self._unsubscribed)
+
+    async def _unsubscribed(self, event: dict[str, Any]) -> None:
         self.rooms.pop(event["room_id"], None)
         await self.channel_layer.group_discard(broadcast.room_group(event["room_id"]), self.channel_name)
         await self.send(text_data=event["text"])

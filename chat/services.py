@@ -250,7 +250,7 @@ def message_create(
             if before_commit is not None:
                 before_commit(message)
             message = selectors.messages_with_relations().get(pk=message.pk)
-            broadcast.send_to_room_on_commit(room.pk, protocol.message_payload(message))
+            broadcast.send_to_room_on_commit(room.pk, protocol.message_payload(message), author_id=user.pk)
     except IntegrityError:
         existing = _existing_post(user=user, client_id=client_id)
         if existing is None:
