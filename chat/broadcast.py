@@ -8,7 +8,9 @@ never becomes one.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -50,16 +52,40 @@ async def send_to_user(user_id: int, frame: dict[str, Any]) -> None:
     )
 
 
+@dataclasses.dataclass
+class _Announcements:
+    lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+    waiting: bool = False
+
+
+# Per event loop (tests run one loop each) and room: the room's presence announcements.
+_announcements: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, _Announcements]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 async def announce_presence(*, room_id: int, room_slug: str) -> None:
-    """Send the room its ``user_list``: the members with a live socket anywhere."""
-    members = await on_read_threads(selectors.member_profiles)(room_id=room_id)
-    online = await presence.online_user_ids([m["user_id"] for m in members])
-    users = [
-        {"username": m["user__username"], "displayName": m["user__display_name"] or m["user__username"]}
-        for m in members
-        if m["user_id"] in online
-    ]
-    await send_to_room(room_id, user_list_frame(room_slug=room_slug, users=users, now_ms=now_ms()))
+    """Send the room its ``user_list``: the members with a live socket anywhere.
+
+    One announcement at a time per room in this process, so that an older list never goes out
+    after a newer one (their reads run on several threads). A request made while another one
+    waits for its turn is left to that one: it reads after this request's change, and a
+    connect storm sends each room a few lists instead of one per socket."""
+    rooms = _announcements.setdefault(asyncio.get_running_loop(), {})
+    room = rooms.setdefault(room_id, _Announcements())
+    if room.waiting:
+        return
+    room.waiting = True
+    async with room.lock:
+        room.waiting = False
+        members = await on_read_threads(selectors.member_profiles)(room_id=room_id)
+        online = await presence.online_user_ids([m["user_id"] for m in members])
+        users = [
+            {"username": m["user__username"], "displayName": m["user__display_name"] or m["user__username"]}
+            for m in members
+            if m["user_id"] in online
+        ]
+        await send_to_room(room_id, user_list_frame(room_slug=room_slug, users=users, now_ms=now_ms()))
 
 
 async def subscribe_user(

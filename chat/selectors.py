@@ -43,10 +43,13 @@ def messages_with_relations() -> QuerySet[Message]:
 
 def room_access(*, user: User, slug: str) -> RoomAccess:
     """The room and the user's membership, if the user may know the room exists."""
-    room = Room.objects.filter(slug=slug, archived=False).first()
+    # One query for the usual case, a member (every post and read marker comes through here).
+    membership = (
+        Membership.objects.select_related("room").filter(room__slug=slug, room__archived=False, user=user).first()
+    )
+    room = membership.room if membership is not None else Room.objects.filter(slug=slug, archived=False).first()
     if room is None:
         raise NotFound("no such room")
-    membership = Membership.objects.filter(room=room, user=user).first()
     if room.kind != Room.Kind.PUBLIC and (membership is None or membership.banned):
         raise NotFound("no such room")
     return RoomAccess(room, membership)

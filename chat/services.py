@@ -249,7 +249,10 @@ def message_create(
             Membership.objects.filter(pk=access.membership.pk, read_seq__lt=seq).update(read_seq=seq)
             if before_commit is not None:
                 before_commit(message)
-            message = selectors.messages_with_relations().get(pk=message.pk)
+                message = selectors.messages_with_relations().get(pk=message.pk)
+            else:
+                # Everything the payload reads is at hand: the room, the author, and no file.
+                Message.attachment.related.set_cached_value(message, None)
             broadcast.send_to_room_on_commit(room.pk, protocol.message_payload(message), author_id=user.pk)
     except IntegrityError:
         existing = _existing_post(user=user, client_id=client_id)
