@@ -11,6 +11,7 @@ import asyncio
 import collections
 import dataclasses
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -118,7 +119,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """Channels checks auth only at the handshake: re-check the session (expiry, logout
         elsewhere, password change, deactivation) and keep this socket's presence fresh."""
         while True:
-            await asyncio.sleep(settings.CHAT_AUTH_RECHECK_SECONDS)
+            # Spread out: sockets that connected together (a restart, a reconnect storm) would
+            # otherwise all re-check at the same moment, and that burst delays everyone's messages.
+            await asyncio.sleep(settings.CHAT_AUTH_RECHECK_SECONDS * random.uniform(0.5, 1.5))  # noqa: S311 — not security
             verdict = await on_read_threads(selectors.socket_auth_verdict)(scope=self.scope)
             if verdict is not None:
                 await self.close(code=verdict)
