@@ -93,10 +93,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         for membership in memberships:
             self.rooms[membership.room_id] = membership.room.slug
             await self.channel_layer.group_add(broadcast.room_group(membership.room_id), self.channel_name)
-        await self._send_frame(self._welcome(memberships))
         if came_online:
+            # Before the welcome: a client that has its welcome knows the room has heard it
+            # arrive (this socket gets the same user_list right after the welcome).
             for room_id, slug in self.rooms.items():
                 await self._announce_presence(room_id, slug)
+        await self._send_frame(self._welcome(memberships))
         self.recheck_task = asyncio.ensure_future(self._recheck_periodically())
 
     async def disconnect(self, code: int) -> None:
