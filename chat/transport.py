@@ -61,16 +61,16 @@ class ChatWebSocketProtocol(ws_protocol.WebSocketProtocol):
             self.transport.unregisterProducer()
         self.transport.registerProducer(self.send_buffer, True)
 
-    def serverSend(self, content: Any, binary: bool = False) -> None:  # noqa: N802
+    def sendMessage(self, payload: bytes, *args: Any, **kwargs: Any) -> None:  # noqa: N802 — autobahn's name
         if self.state != self.STATE_OPEN:
             # Closing already (a slow reader, or the client said goodbye): nothing more to say.
             return
         if self.send_buffer.paused:
-            self.send_buffer.bytes_while_paused += len(content)
+            self.send_buffer.bytes_while_paused += len(payload)
             if self.send_buffer.bytes_while_paused > settings.CHAT_SLOW_READER_BYTES:
                 self.sendClose(code=protocol.CLOSE_SLOW_READER)
                 return
-        super().serverSend(content, binary)
+        super().sendMessage(payload, *args, **kwargs)
 
     def connectionLost(self, reason: Any) -> None:  # noqa: N802
         if self.transport is not None and getattr(self.transport, "producer", None) is self.send_buffer:

@@ -33,7 +33,7 @@ def long_history(user, messages: int = 50) -> None:
     Room.objects.filter(pk=room.pk).update(last_seq=messages)
 
 
-async def test_a_client_that_stops_reading_is_closed_4408_and_can_resume():
+async def test_a_client_that_stops_reading_is_closed_4408_and_can_reconnect():
     alice = await sync_to_async(make_user)("alice")
     await sync_to_async(long_history)(alice)
     with daphne_server(CHAT_SLOW_READER_BYTES=str(256 * 1024), CHAT_CLOSE_HANDSHAKE_SECONDS="20") as address:
