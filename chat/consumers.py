@@ -19,10 +19,11 @@ from typing import Any
 import redis.exceptions
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.consumer import get_handler_name
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError
+from django.db import DatabaseError, DataError, IntegrityError
 
-from . import broadcast, moderation, presence, protocol, ratelimit, selectors, services, uploads
+from . import broadcast, moderation, post_queue, posting, presence, protocol, ratelimit, selectors, services, uploads
 from .clock import now_ms
 from .exceptions import ChatError
 from .models import Room
@@ -49,13 +50,24 @@ INFRASTRUCTURE_ERRORS = (DatabaseError, redis.exceptions.ConnectionError, redis.
 
 def _close_code_for(exc: BaseException) -> int:
     """4503 when a service we depend on is unreachable (retry will work), else 4500."""
-    if isinstance(exc, INFRASTRUCTURE_ERRORS) and not isinstance(exc, IntegrityError):
+    # DataError and IntegrityError are about the data of one request, not an outage.
+    if isinstance(exc, INFRASTRUCTURE_ERRORS) and not isinstance(exc, DataError | IntegrityError):
         return protocol.CLOSE_GOING_AWAY
     return protocol.CLOSE_SERVER_ERROR
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
     user: Any = None
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch first runs ``close_old_connections`` through the one database
+        thread for every event and frame, so each delivery of every message to every socket
+        queued behind the writes. Our database work runs in ``database_sync_to_async`` calls,
+        which clean up their connections themselves; the handlers are called directly."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     # --- Lifecycle ---------------------------------------------------------------------------
 
@@ -243,13 +255,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await database_sync_to_async(services.room_leave)(user=self.user, slug=request.room)
 
     async def on_message(self, request: protocol.SendMessage) -> None:
-        result = await database_sync_to_async(services.message_create)(
+        post = posting.Post(
             user=self.user,
             to=request.to,
             content=request.content,
             client_id=request.message_id,
             reply_to=request.reply_to,
         )
+        result = await post_queue.submit(post)
         # This socket's copy of the message waits in held_events until the answer is out.
         await self._send_frame(protocol.ack_frame(result.message, now_ms=now_ms()))
 

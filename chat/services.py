@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
@@ -20,20 +19,18 @@ from rest_framework.authtoken.models import Token
 
 from accounts.models import User
 
-from . import broadcast, protocol, ratelimit, selectors
+from . import broadcast, protocol, selectors
 from .clock import now_ms
-from .exceptions import Forbidden, Invalid, NotFound, RateLimited
+from .direct import direct_partner, direct_room_open, room_added_frame
+from .exceptions import Forbidden, Invalid, NotFound
 from .models import Membership, Message, Room, WebSocketTicket
+
+# Posting lives in ``chat.posting`` (the batched write path); its entry points are part of the
+# services every door calls.
+from .posting import PostResult, clean_content, message_create  # noqa: F401 — re-exported
 from .selectors import RoomAccess
 
-MENTION_RE = re.compile(r"(?<![\w@])@([\w.@+-]+)")
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-
-
-@dataclass(frozen=True)
-class PostResult:
-    message: Message
-    repeated: bool
 
 
 # --- Rooms ---------------------------------------------------------------------------------
@@ -54,19 +51,15 @@ def room_create(*, user: User, slug: str, name: str, kind: str = Room.Kind.PUBLI
     except IntegrityError:
         raise Invalid("that slug is taken") from None
     broadcast.subscribe_user_on_commit(
-        user_id=user.pk, room_id=room.pk, room_slug=room.slug, frame=_room_added(room, "joined")
+        user_id=user.pk, room_id=room.pk, room_slug=room.slug, frame=room_added_frame(room, "joined")
     )
     return room
-
-
-def _room_added(room: Room, reason: str) -> dict:
-    return protocol.room_membership_frame("room_added", room_slug=room.slug, reason=reason, now_ms=now_ms())
 
 
 def room_join(*, user: User, slug: str) -> RoomAccess:
     """Join a public room (members of private and direct rooms "join" to re-subscribe; one of a
     direct room's pair who left it may come back)."""
-    partner = _direct_partner(user=user, slug=slug)
+    partner = direct_partner(user=user, slug=slug)
     if partner is not None and Room.objects.filter(slug=slug).exists():
         direct_room_open(user=user, username=partner.username)
     access = selectors.room_access(user=user, slug=slug)
@@ -81,7 +74,7 @@ def room_join(*, user: User, slug: str) -> RoomAccess:
                 user_id=user.pk,
                 room_id=access.room.pk,
                 room_slug=access.room.slug,
-                frame=_room_added(access.room, "joined"),
+                frame=room_added_frame(access.room, "joined"),
                 # The joining socket sends the room its user_list after room_state and history.
                 announce=False,
             )
@@ -104,46 +97,6 @@ def room_leave(*, user: User, slug: str) -> Room:
     return access.room
 
 
-def direct_room_open(*, user: User, username: str) -> Room:
-    """The one direct room of a pair of users, created on first use. Both are (again) members
-    afterwards, so a user who left a conversation gets it back when either side writes."""
-    other = selectors.user_by_username(username=username)
-    if other.pk == user.pk:
-        raise Invalid("a direct message to yourself is not possible")
-    low, high = sorted((user.pk, other.pk))
-    slug = f"dm-{low}-{high}"
-    room = Room.objects.filter(slug=slug).first()
-    if room is not None and Membership.objects.filter(room=room).count() == 2:
-        return room
-    try:
-        with transaction.atomic():
-            if room is None:
-                room = Room.objects.create(
-                    slug=slug, name=f"{user.username}, {other.username}", kind=Room.Kind.DIRECT, created_by=user
-                )
-            for member in (user, other):
-                _, created = Membership.objects.get_or_create(room=room, user=member)
-                if created:
-                    broadcast.subscribe_user_on_commit(
-                        user_id=member.pk, room_id=room.pk, room_slug=slug, frame=_room_added(room, "direct")
-                    )
-    except IntegrityError:
-        # Both opened it at once: the other transaction's room is the one.
-        room = Room.objects.get(slug=slug)
-    return room
-
-
-def _direct_partner(*, user: User, slug: str) -> User | None:
-    """The other user of direct room ``slug`` if ``user`` is one of its pair, else None."""
-    parts = slug.split("-")
-    if len(parts) != 3 or parts[0] != "dm" or not all(p.isdigit() for p in parts[1:]):
-        return None
-    ids = {int(parts[1]), int(parts[2])}
-    if user.pk not in ids or len(ids) != 2:
-        return None
-    return User.objects.filter(pk=(ids - {user.pk}).pop(), is_active=True).first()
-
-
 def room_for_target(*, user: User, to: str) -> RoomAccess:
     """Resolve a frame's ``to``: a room slug, or ``@username`` (opening the direct room)."""
     if to.startswith("@"):
@@ -152,114 +105,6 @@ def room_for_target(*, user: User, to: str) -> RoomAccess:
 
 
 # --- Messages ------------------------------------------------------------------------------
-
-
-def clean_content(content: str) -> str:
-    content = (content or "").strip()
-    if not content:
-        raise Invalid("a message needs text")
-    if "\x00" in content:
-        raise Invalid("a message cannot contain NUL characters")
-    if len(content) > settings.CHAT_MAX_CONTENT:
-        raise Invalid(f"a message is at most {settings.CHAT_MAX_CONTENT} characters")
-    return content
-
-
-def _existing_post(*, user: User, client_id: str | None) -> Message | None:
-    if not client_id:
-        return None
-    return selectors.messages_with_relations().filter(author=user, client_id=client_id).first()
-
-
-def _check_may_post(*, user: User, access: RoomAccess) -> None:
-    membership = access.membership
-    moderator = membership.is_moderator or user.is_staff
-    if membership.muted_until and membership.muted_until > timezone.now():
-        remaining = (membership.muted_until - timezone.now()).total_seconds()
-        raise Forbidden("you are muted in this room", retry_after_ms=protocol.retry_after_ms(remaining))
-    if access.room.locked and not moderator:
-        raise Forbidden("the room is locked")
-    if access.room.slow_mode_seconds and not moderator:
-        wait = ratelimit.claim_interval(f"slow:{access.room.pk}:{user.pk}", access.room.slow_mode_seconds)
-        if wait:
-            raise RateLimited("slow mode is on", retry_after_ms=protocol.retry_after_ms(wait))
-
-
-def _take_post_token(user: User) -> None:
-    wait = ratelimit.take_token(
-        f"post:{user.pk}",
-        capacity=settings.CHAT_POST_BURST,
-        refill_per_second=settings.CHAT_POST_REFILL_PER_SECOND,
-    )
-    if wait:
-        raise RateLimited("you are sending too fast", retry_after_ms=protocol.retry_after_ms(wait))
-
-
-def _mentions(*, room: Room, content: str) -> list[str]:
-    names = {match.rstrip(".") for match in MENTION_RE.findall(content)}
-    if not names:
-        return []
-    return sorted(
-        Membership.objects.filter(room=room, banned=False, user__username__in=names).values_list(
-            "user__username", flat=True
-        )
-    )
-
-
-def message_create(
-    *,
-    user: User,
-    to: str,
-    content: str,
-    client_id: str | None = None,
-    reply_to: int | None = None,
-    kind: str = Message.Kind.TEXT,
-    before_commit=None,
-) -> PostResult:
-    """Store a message and broadcast it after commit. A repeated ``client_id`` of the same
-    author returns the stored message (``repeated``) before any limit is consulted.
-
-    ``before_commit(message)`` runs inside the transaction (an upload attaches its file there),
-    so the broadcast already carries everything."""
-    existing = _existing_post(user=user, client_id=client_id)
-    if existing is not None:
-        return PostResult(existing, repeated=True)
-    access = room_for_target(user=user, to=to)
-    if kind == Message.Kind.TEXT:
-        content = clean_content(content)
-    if reply_to is not None and not Message.objects.filter(pk=reply_to, room=access.room).exists():
-        raise Invalid("the message replied to is not in this room")
-    _check_may_post(user=user, access=access)
-    _take_post_token(user)
-    mentions = _mentions(room=access.room, content=content)
-    try:
-        with transaction.atomic():
-            room = access.room
-            seq = _advance_room_counter(room.pk, "last_seq")
-            message = Message.objects.create(
-                room=room,
-                author=user,
-                seq=seq,
-                kind=kind,
-                content=content,
-                client_id=client_id,
-                reply_to_id=reply_to,
-                mentions=mentions,
-            )
-            Membership.objects.filter(pk=access.membership.pk, read_seq__lt=seq).update(read_seq=seq)
-            if before_commit is not None:
-                before_commit(message)
-                message = selectors.messages_with_relations().get(pk=message.pk)
-            else:
-                # Everything the payload reads is at hand: the room, the author, and no file.
-                Message.attachment.related.set_cached_value(message, None)
-            broadcast.send_to_room_on_commit(room.pk, protocol.message_payload(message), author_id=user.pk)
-    except IntegrityError:
-        existing = _existing_post(user=user, client_id=client_id)
-        if existing is None:
-            raise
-        return PostResult(existing, repeated=True)
-    return PostResult(message, repeated=False)
 
 
 def _advance_room_counter(room_id: int, counter: str) -> int:
@@ -403,7 +248,7 @@ def member_invite(*, user: User, slug: str, username: str) -> tuple[Membership, 
                 user_id=target.pk,
                 room_id=access.room.pk,
                 room_slug=access.room.slug,
-                frame=_room_added(access.room, "invited"),
+                frame=room_added_frame(access.room, "invited"),
             )
     return membership, created
 

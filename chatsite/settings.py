@@ -284,6 +284,10 @@ CHAT_UPLOAD_THREADS = env.int("CHAT_UPLOAD_THREADS", default=2)
 # Threads for the socket side's reads (session re-checks, member lists, join history): they need
 # no ordering, so they do not queue on the one thread that handles writes (chat/threads.py).
 CHAT_READ_THREADS = env.int("CHAT_READ_THREADS", default=4)
+# Group commit of the socket door's posts (chat/post_queue.py): at most this many posts per
+# transaction, and at most this many waiting before new posts are refused with rate_limited.
+CHAT_POST_BATCH_MAX = env.int("CHAT_POST_BATCH_MAX", default=200)
+CHAT_POST_QUEUE_MAX = env.int("CHAT_POST_QUEUE_MAX", default=2000)
 # How files leave the server: "django" (streamed by Django), "x-accel-redirect" (nginx) or
 # "x-sendfile" (Apache mod_xsendfile, lighttpd). The web server then reads the file itself.
 CHAT_FILES_SERVE = env.str("CHAT_FILES_SERVE", default="django")
