@@ -115,7 +115,13 @@ AUTH_USER_MODEL = "accounts.User"
 REDIS_URL = env.str("REDIS_URL", default="")
 # The cache holds the REST throttles' counts: in Redis they are shared by every process.
 CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "cache"}
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "cache",
+        # Retries a stale connection once after a Redis restart, like our own clients.
+        "OPTIONS": {"pool_class": "chat.shared_state.RetryingConnectionPool"},
+    }
     if REDIS_URL
     else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
 }
@@ -305,3 +311,13 @@ if CHAT_FILES_ORIGIN:
     CONTENT_SECURITY_POLICY["DIRECTIVES"]["img-src"].append(CHAT_FILES_ORIGIN.rstrip("/"))
 if CHAT_FILES_SERVE not in ("django", "x-accel-redirect", "x-sendfile"):
     raise ImproperlyConfigured("CHAT_FILES_SERVE must be 'django', 'x-accel-redirect' or 'x-sendfile'.")
+
+# --- Health and metrics (chat/health.py, chat/metrics.py) ------------------------------------
+# /metrics is readable by staff, and by whoever sends "Authorization: Bearer <this>" (unset:
+# staff only). Each server process serves its own metrics.
+CHAT_METRICS_TOKEN = env.str("CHAT_METRICS_TOKEN", default="")
+# How long /readyz waits for the database and for Redis, each (PostgreSQL counts whole seconds,
+# at least 2).
+CHAT_READY_TIMEOUT_SECONDS = env.float("CHAT_READY_TIMEOUT_SECONDS", default=2.0)
+# Probes come over plain HTTP from inside the deploy: answer them there rather than redirect.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
