@@ -5,10 +5,17 @@ Posting uses a token bucket (a burst of ``CHAT_POST_BURST``, refilled at
 package offers only window strategies, so the bucket is a few lines here. Slow mode and typing
 use a plain "one per interval" claim. Redis (one atomic script) when ``REDIS_URL`` is set,
 memory otherwise.
+
+When Redis is unreachable the limits fall back to this process's memory (logged) rather than
+refuse every post: each process then limits on its own, so a user spread over several processes
+may briefly get their burst once per process. That is the price of posting through an outage.
+The memory maps are bounded: entries that no longer hold anything back are swept out, and past
+``MAX_MEMORY_ENTRIES`` the least recently used go first.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -30,9 +37,17 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(capacity / rate * 1000) + 1000)
 return tostring(wait)
 """
 
+MAX_MEMORY_ENTRIES = 100_000
+SWEEP_EVERY_SECONDS = 60.0
+_FALLBACK = "rate limits are counted in this process's memory until it is back"
+
 _memory_lock = threading.Lock()
-_memory_buckets: dict[str, tuple[float, float]] = {}
+# Both keep their keys in least-recently-used order (each update moves its key to the end).
+# bucket key -> (tokens, at, seconds until the bucket is full again from ``at``)
+_memory_buckets: dict[str, tuple[float, float, float]] = {}
+# interval key -> until
 _memory_intervals: dict[str, float] = {}
+_last_sweep = time.monotonic()
 
 
 def reset_memory() -> None:
@@ -41,32 +56,36 @@ def reset_memory() -> None:
         _memory_intervals.clear()
 
 
+def memory_entries() -> int:
+    """How many keys the in-memory limits hold (tests check that it stays bounded)."""
+    with _memory_lock:
+        return len(_memory_buckets) + len(_memory_intervals)
+
+
 def take_token(key: str, *, capacity: int, refill_per_second: float) -> float:
     """Take one token from the bucket ``key``. Returns 0 when taken, else the seconds to wait
     (nothing is taken then, so a refused attempt costs nothing)."""
     full_key = f"{shared_state.key_prefix()}bucket:{key}"
     if shared_state.uses_redis():
-        client = shared_state.sync_client()
-        return float(client.eval(_BUCKET_SCRIPT, 1, full_key, capacity, refill_per_second))
-    now = time.monotonic()
-    with _memory_lock:
-        tokens, at = _memory_buckets.get(full_key, (float(capacity), now))
-        tokens = min(capacity, tokens + (now - at) * refill_per_second)
-        if tokens >= 1:
-            _memory_buckets[full_key] = (tokens - 1, now)
-            return 0.0
-        _memory_buckets[full_key] = (tokens, now)
-        return (1 - tokens) / refill_per_second
+        try:
+            client = shared_state.sync_client()
+            return float(client.eval(_BUCKET_SCRIPT, 1, full_key, capacity, refill_per_second))
+        except shared_state.UNREACHABLE as error:
+            shared_state.warn_unreachable("rate_limits", error, instead=_FALLBACK)
+    return _take_token_memory(full_key, capacity, refill_per_second)
 
 
 def claim_interval(key: str, seconds: float) -> float:
     """Claim ``key`` for ``seconds``. Returns 0 when claimed, else the seconds it stays taken."""
     full_key = f"{shared_state.key_prefix()}interval:{key}"
     if shared_state.uses_redis():
-        client = shared_state.sync_client()
-        if client.set(full_key, "1", px=max(1, int(seconds * 1000)), nx=True):
-            return 0.0
-        return max(client.pttl(full_key), 1) / 1000
+        try:
+            client = shared_state.sync_client()
+            if client.set(full_key, "1", px=max(1, int(seconds * 1000)), nx=True):
+                return 0.0
+            return max(client.pttl(full_key), 1) / 1000
+        except shared_state.UNREACHABLE as error:
+            shared_state.warn_unreachable("rate_limits", error, instead=_FALLBACK)
     return _claim_interval_memory(full_key, seconds)
 
 
@@ -74,16 +93,59 @@ async def claim_interval_async(key: str, seconds: float) -> bool:
     """The event-loop twin of ``claim_interval`` for the hot path (typing); True when claimed."""
     full_key = f"{shared_state.key_prefix()}interval:{key}"
     if shared_state.uses_redis():
-        client = shared_state.async_client()
-        return bool(await client.set(full_key, "1", px=max(1, int(seconds * 1000)), nx=True))
+        try:
+            client = shared_state.async_client()
+            return bool(await client.set(full_key, "1", px=max(1, int(seconds * 1000)), nx=True))
+        except shared_state.UNREACHABLE as error:
+            shared_state.warn_unreachable("rate_limits", error, instead=_FALLBACK)
     return _claim_interval_memory(full_key, seconds) == 0.0
+
+
+def _take_token_memory(full_key: str, capacity: int, refill_per_second: float) -> float:
+    now = time.monotonic()
+    with _memory_lock:
+        _sweep(now)
+        tokens, at, _ = _memory_buckets.pop(full_key, (float(capacity), now, 0.0))
+        tokens = min(capacity, tokens + (now - at) * refill_per_second)
+        wait = 0.0
+        if tokens >= 1:
+            tokens -= 1
+        else:
+            wait = (1 - tokens) / refill_per_second
+        _memory_buckets[full_key] = (tokens, now, (capacity - tokens) / refill_per_second)
+        return wait
 
 
 def _claim_interval_memory(full_key: str, seconds: float) -> float:
     now = time.monotonic()
     with _memory_lock:
+        _sweep(now)
         until = _memory_intervals.get(full_key, 0.0)
         if until > now:
             return until - now
+        _memory_intervals.pop(full_key, None)
         _memory_intervals[full_key] = now + seconds
         return 0.0
+
+
+def _sweep(now: float) -> None:
+    """Drop what no longer limits anyone (a full bucket is the same as none, a past interval
+    the same as none): once a minute, or at once when the maps are over their cap. Still over
+    after that, the least recently used go. Called with ``_memory_lock`` held."""
+    global _last_sweep
+    over = len(_memory_buckets) + len(_memory_intervals) > MAX_MEMORY_ENTRIES
+    if not over and now - _last_sweep < SWEEP_EVERY_SECONDS:
+        return
+    _last_sweep = now
+    for key in [k for k, (_, at, refill) in _memory_buckets.items() if at + refill <= now]:
+        del _memory_buckets[key]
+    for key in [k for k, until in _memory_intervals.items() if until <= now]:
+        del _memory_intervals[key]
+    if len(_memory_buckets) + len(_memory_intervals) <= MAX_MEMORY_ENTRIES:
+        return
+    # Down to nine tenths of the cap, so that full maps do not sweep on every call.
+    keep = MAX_MEMORY_ENTRIES * 9 // 10
+    for entries in (_memory_intervals, _memory_buckets):
+        excess = len(_memory_buckets) + len(_memory_intervals) - keep
+        for key in list(itertools.islice(entries, max(0, excess))):
+            del entries[key]
