@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -30,6 +31,16 @@ CLOSE_GOING_AWAY = 4503
 
 MAX_CLIENT_ID = 64
 MAX_SLUG = 64
+# The largest whole number any door accepts (ids, seq, change numbers, sizes, indexes): well
+# inside a database bigint (below 2**63), with room for the +1 of a next seq.
+MAX_INT = 2**62
+# The longest ``seconds`` of a ``moderate`` frame or REST body, socket and REST alike: a mute
+# of 10**12 s would overflow the datetime of its end.
+MAX_MODERATION_SECONDS = 10**9
+
+# NUL cannot be stored in a PostgreSQL text column, and a lone UTF-16 surrogate (json.loads
+# turns "\ud800" into one) cannot be encoded as UTF-8: no text field may hold either.
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 class FrameError(Exception):
@@ -164,6 +175,20 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def replace_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate as U+FFFD: for human messages that quote input."""
+    return _SURROGATES.sub("\ufffd", text)
+
+
+def unfit_text(value: str) -> str | None:
+    """What makes ``value`` unfit to be stored or sent as text (NUL, a lone surrogate), or None."""
+    if "\x00" in value:
+        return "a NUL character"
+    if _SURROGATES.search(value):
+        return "a lone surrogate"
+    return None
+
+
 def _context(frame: dict[str, Any]) -> RequestContext:
     """Collect the ids of a frame defensively: they are echoed even when the frame is bad."""
     extra = frame.get("extra") if isinstance(frame.get("extra"), dict) else {}
@@ -203,26 +228,43 @@ class _Fields:
     def _fail(self, message: str) -> FrameError:
         return FrameError("invalid", message, self.ctx)
 
+    def _name(self, key: str, source: dict[str, Any] | None) -> str:
+        return key if source is None or source is self.frame else f"extra.{key}"
+
+    def _fit(self, value: str, name: str) -> str:
+        # Every text a frame hands on passes here: such input must be refused by name, before
+        # it reaches the database (a DataError) or an error frame that echoes it.
+        unfit = unfit_text(value)
+        if unfit is not None:
+            raise self._fail(f"'{name}' must not contain {unfit}")
+        return value
+
     def target(self, key: str = "to") -> str:
         value = self.frame.get(key)
         if not isinstance(value, str) or not value.strip():
             raise self._fail(f"'{key}' must name a room")
         if len(value) > MAX_SLUG + 1:
             raise self._fail(f"'{key}' is too long")
-        return value.strip()
+        return self._fit(value, key).strip()
 
     def text(self, key: str, *, source: dict[str, Any] | None = None, default: str | None = None) -> str:
         value = (self.frame if source is None else source).get(key, default)
         if not isinstance(value, str):
-            raise self._fail(f"'{key}' must be text")
-        return value
+            raise self._fail(f"'{self._name(key, source)}' must be text")
+        return self._fit(value, self._name(key, source))
 
     def optional_text(self, key: str, *, source: dict[str, Any] | None = None) -> str | None:
         value = (self.frame if source is None else source).get(key)
         if value is None:
             return None
-        if not isinstance(value, str):
-            raise self._fail(f"'{key}' must be text")
+        return self.text(key, source=source)
+
+    def choice(self, key: str, choices: frozenset[str], *, default: str | None = None) -> str:
+        """An ``extra`` enum: only a string can be one of its values (a dict or list is not
+        even hashable)."""
+        value = self.extra.get(key, default)
+        if not isinstance(value, str) or value not in choices:
+            raise self._fail(f"'extra.{key}' must be one of {', '.join(sorted(choices))}")
         return value
 
     def message_id(self, *, required: bool = False) -> str | None:
@@ -231,14 +273,16 @@ class _Fields:
             return None
         if not isinstance(value, str) or not 1 <= len(value) <= MAX_CLIENT_ID:
             raise self._fail(f"'messageId' must be 1 to {MAX_CLIENT_ID} characters")
-        return value
+        return self._fit(value, "messageId")
 
-    def integer(self, key: str, *, source: dict[str, Any], required: bool = True, minimum: int = 0) -> int | None:
+    def integer(
+        self, key: str, *, source: dict[str, Any], required: bool = True, minimum: int = 0, maximum: int = MAX_INT
+    ) -> int | None:
         value = source.get(key)
         if value is None and not required:
             return None
-        if not _is_int(value) or value < minimum or value > 2**62:
-            raise self._fail(f"'{key}' must be a whole number of at least {minimum}")
+        if not _is_int(value) or not minimum <= value <= maximum:
+            raise self._fail(f"'{self._name(key, source)}' must be a whole number from {minimum} to {maximum}")
         return value
 
 
@@ -257,22 +301,16 @@ def _parse_message(f: _Fields, ctx: RequestContext) -> SendMessage:
 
 
 def _parse_typing(f: _Fields, ctx: RequestContext) -> Typing:
-    state = f.extra.get("state", "start")
-    if state not in TYPING_STATES:
-        raise FrameError("invalid", "'extra.state' must be 'start' or 'stop'", ctx)
-    return Typing(ctx, to=f.target(), state=state)
+    return Typing(ctx, to=f.target(), state=f.choice("state", TYPING_STATES, default="start"))
 
 
 def _parse_moderate(f: _Fields, ctx: RequestContext) -> Moderate:
-    action = f.extra.get("action")
-    if action not in MODERATION_ACTIONS:
-        raise FrameError("invalid", "'extra.action' is not a moderation action", ctx)
     return Moderate(
         ctx,
         to=f.target(),
-        action=action,
+        action=f.choice("action", MODERATION_ACTIONS),
         user=f.optional_text("user", source=f.extra),
-        seconds=f.integer("seconds", source=f.extra, required=False),
+        seconds=f.integer("seconds", source=f.extra, required=False, maximum=MAX_MODERATION_SECONDS),
         reason=f.optional_text("reason", source=f.extra) or "",
         topic=f.optional_text("topic", source=f.extra),
     )
@@ -359,8 +397,15 @@ def to_ms(moment: datetime | None) -> int | None:
 
 
 def encode(frame: dict[str, Any]) -> str:
-    """Encode a frame once; the same text goes to every receiver."""
-    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+    """Encode a frame once; the same text goes to every receiver. The text is always valid
+    UTF-8, whatever a refused frame put into the fields its error echoes."""
+    text = json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+    # isascii() is a flag test, so the common case costs nothing more.
+    if text.isascii() or not _SURROGATES.search(text):
+        return text
+    # A lone surrogate can only have come from a client's "\ud800"-style escape: escaped the
+    # same way, it is plain ASCII, and the client's JSON.parse gives back the very string it sent.
+    return json.dumps(frame, ensure_ascii=True, separators=(",", ":"))
 
 
 def message_payload(message: Any) -> dict[str, Any]:

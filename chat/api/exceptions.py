@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
 from chat.exceptions import ChatError, RateLimited
+from chat.protocol import replace_surrogates
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,18 @@ def _flatten(detail: Any, prefix: str = "") -> list[str]:
     return [f"{prefix}: {detail}" if prefix else str(detail)]
 
 
+def _sendable(detail: Any) -> Any:
+    """DRF's validation detail with every text made encodable: a message such as '"…" is not a
+    valid choice.' quotes the input, and a lone surrogate in it would fail the UTF-8 rendering."""
+    if isinstance(detail, dict):
+        return {_sendable(key): _sendable(value) for key, value in detail.items()}
+    if isinstance(detail, list):
+        return [_sendable(item) for item in detail]
+    if isinstance(detail, drf.ErrorDetail):
+        return drf.ErrorDetail(replace_surrogates(detail), code=detail.code)
+    return replace_surrogates(detail) if isinstance(detail, str) else detail
+
+
 def _retry_response(body: dict[str, Any], status_code: int, retry_after_ms: int | None) -> Response:
     response = Response(body, status=status_code)
     if retry_after_ms is not None:
@@ -77,7 +90,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if isinstance(exc, drf.APIException):
         code = next((code for kind, code in _DRF_CODES if isinstance(exc, kind)), "invalid")
         if isinstance(exc, drf.ValidationError):
-            body = error_body(code, "; ".join(_flatten(exc.detail)) or "invalid input", fields=exc.detail)
+            detail = _sendable(exc.detail)
+            body = error_body(code, "; ".join(_flatten(detail)) or "invalid input", fields=detail)
         else:
             body = error_body(code, str(exc.detail))
         retry = None

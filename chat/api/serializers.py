@@ -17,9 +17,9 @@ from chat import protocol
 from chat.models import Message, Room
 from chat.selectors import RoomListing
 
-# The largest whole number accepted anywhere, as the socket's parser does: it keeps every id and
-# seq inside a database bigint.
-MAX_INT = 2**62
+# The largest whole number accepted anywhere: the socket's parser's bound, so that both doors
+# keep every id and seq inside a database bigint.
+MAX_INT = protocol.MAX_INT
 
 
 # --- Output ------------------------------------------------------------------------------------
@@ -224,7 +224,9 @@ class ModerationSerializer(serializers.Serializer):
 
     action = serializers.ChoiceField(choices=sorted(protocol.MODERATION_ACTIONS))
     user = serializers.CharField(required=False, allow_null=True, max_length=150)
-    seconds = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=10**9)
+    seconds = serializers.IntegerField(
+        required=False, allow_null=True, min_value=0, max_value=protocol.MAX_MODERATION_SECONDS
+    )
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=500)
     topic = serializers.CharField(
         required=False, allow_null=True, allow_blank=True, max_length=500, trim_whitespace=False
