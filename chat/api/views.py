@@ -5,6 +5,8 @@ error shape."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.auth import authenticate
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -18,7 +20,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chat import moderation, selectors, services
+from chat import metrics, moderation, selectors, services
 
 from . import serializers as s
 from .pagination import SeqAnchorPagination
@@ -37,6 +39,15 @@ class ChatApiMixin:
     # JSON only, errors included: browsers get the same answers as scripts (the docs are at
     # /api/docs/), and no HTML page of DRF's has to live with the site's CSP.
     renderer_classes = [JSONRenderer]
+
+    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+        # Every refusal, whoever raised it, leaves through exceptions.api_exception_handler in the
+        # section 8 shape: counting it here counts each once, by its code.
+        response = super().finalize_response(request, response, *args, **kwargs)
+        error = response.data.get("error") if isinstance(getattr(response, "data", None), dict) else None
+        if response.status_code >= 400 and isinstance(error, dict):
+            metrics.refusal(str(error.get("code")))
+        return response
 
     def get_authenticate_header(self, request: Request) -> str | None:
         # DRF asks only the first authenticator (the session, which has no challenge) and then
