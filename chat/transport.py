@@ -13,6 +13,9 @@ protocol (autobahn on Twisted), and ``install()`` makes daphne build ours:
 - **1009, a frame over daphne's 1 MiB limit** (§4). autobahn "fails by drop" by default: it cuts
   the TCP connection and the client sees 1006. We have it send the close frame instead.
 
+It also installs the graceful shutdown of ``chat/shutdown.py``: on SIGTERM every socket is closed
+with 4503 (§4, server going away) rather than cut.
+
 ``chatsite/asgi.py`` calls ``install()``; under another ASGI server it changes nothing.
 """
 
@@ -25,7 +28,7 @@ from django.conf import settings
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
-from . import protocol
+from . import protocol, shutdown
 
 
 @implementer(IPushProducer)
@@ -79,5 +82,7 @@ class ChatWebSocketProtocol(ws_protocol.WebSocketProtocol):
 
 
 def install() -> None:
-    """Have daphne build ``ChatWebSocketProtocol`` for every WebSocket connection."""
+    """Have daphne build ``ChatWebSocketProtocol`` for every WebSocket connection, and shut down
+    gracefully."""
     ws_protocol.WebSocketFactory.protocol = ChatWebSocketProtocol
+    shutdown.install()

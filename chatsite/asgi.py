@@ -15,7 +15,8 @@ from chat import transport  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 from chat.wsauth import ChatOriginValidator, TicketOrSessionAuthMiddleware  # noqa: E402
 
-# Under daphne: close 4408 a socket that stopped reading, answer 1009 to an oversized frame.
+# Under daphne: close 4408 a socket that stopped reading, answer 1009 to an oversized frame, and
+# on SIGTERM close every socket with 4503 within CHAT_SHUTDOWN_GRACE_SECONDS (chat/shutdown.py).
 transport.install()
 
 application = ProtocolTypeRouter(
