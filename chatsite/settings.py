@@ -9,6 +9,7 @@ after which any number of server processes share one chat.
 from pathlib import Path
 
 import environ
+import redis.exceptions
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -324,3 +325,10 @@ CHAT_METRICS_TOKEN = env.str("CHAT_METRICS_TOKEN", default="")
 CHAT_READY_TIMEOUT_SECONDS = env.float("CHAT_READY_TIMEOUT_SECONDS", default=2.0)
 # Probes come over plain HTTP from inside the deploy: answer them there rather than redirect.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# After a Redis restart every pooled connection of the channel layer is dead without knowing it
+# (redis-py's asyncio pool does not look at it when handing it out): one retry on a fresh one,
+# as chat/shared_state.py does for its own clients, instead of a failed send or 4503 per
+# connection. redis-py's pools retry nothing unless asked.
+for _host in CHANNEL_LAYERS["default"]["CONFIG"].get("hosts", []):
+    if isinstance(_host, dict):
+        _host.setdefault("retry_on_error", [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError])
