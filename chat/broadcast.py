@@ -39,6 +39,10 @@ async def send_to_room(
 ) -> None:
     """``author_id`` marks a new message, so that the posting socket can put its ack first."""
     event: dict[str, Any] = {"type": "chat.frame", "text": encode(frame)}
+    if frame.get("type") == "message":
+        # A socket that has just fetched the room's latest messages skips those it sent already.
+        event["room_id"] = room_id
+        event["seq"] = frame["seq"]
     if exclude_user_id is not None:
         event["exclude_user_id"] = exclude_user_id
     if author_id is not None:
@@ -89,37 +93,38 @@ async def announce_presence(*, room_id: int, room_slug: str) -> None:
 
 
 async def subscribe_user(
-    *, user_id: int, room_id: int, room_slug: str, frame: dict[str, Any], announce: bool = True
+    *, user_id: int, room_id: int, room_slug: str, frame: dict[str, Any], after_seq: int, announce: bool = True
 ) -> None:
-    """Put every live socket of the user, on any process, into the room's group, then tell them.
+    """Tell every live socket of the user, on any process, that it is now in the room.
 
-    The group is joined here rather than by each socket on hearing the news, so that a message
-    sent right after (the first message of a new direct room) already reaches them. ``announce``
-    sends the room its new ``user_list``; a socket's own ``join_room`` does that itself, after
-    its ``room_state`` and ``history``."""
-    layer = get_channel_layer()
-    channels = await presence.user_channels(user_id=user_id)
-    for channel in channels:
-        await layer.group_add(room_group(room_id), channel)
-    await layer.group_send(
+    Each socket joins the room's group itself (a process can subscribe only its own sockets to
+    a group), then fetches from the store what the room got after ``after_seq`` (its last seq
+    when the membership was written), so that a message sent right after, such as the first
+    message of a new direct room, reaches it once even if it was published before the socket
+    had joined. ``announce`` asks each socket to send the room its new ``user_list`` once
+    subscribed; a socket's own ``join_room`` does that itself, after ``room_state`` and
+    ``history``."""
+    await get_channel_layer().group_send(
         user_group(user_id),
-        {"type": "chat.subscribed", "room_id": room_id, "slug": room_slug, "text": encode(frame), "personal": True},
+        {
+            "type": "chat.subscribed",
+            "room_id": room_id,
+            "slug": room_slug,
+            "text": encode(frame),
+            "after_seq": after_seq,
+            "announce": announce,
+            "personal": True,
+        },
     )
-    if announce and channels:
-        await announce_presence(room_id=room_id, room_slug=room_slug)
 
 
 async def unsubscribe_user(*, user_id: int, room_id: int, room_slug: str, frame: dict[str, Any]) -> None:
-    """Take every socket of the user out of the room's group, tell them, and tell the room."""
-    layer = get_channel_layer()
-    channels = await presence.user_channels(user_id=user_id)
-    for channel in channels:
-        await layer.group_discard(room_group(room_id), channel)
-    await layer.group_send(
+    """Tell every socket of the user to leave the room's group, and tell the room."""
+    await get_channel_layer().group_send(
         user_group(user_id),
         {"type": "chat.unsubscribed", "room_id": room_id, "slug": room_slug, "text": encode(frame), "personal": True},
     )
-    if channels:
+    if await presence.online_user_ids([user_id]):
         await announce_presence(room_id=room_id, room_slug=room_slug)
 
 
@@ -191,10 +196,12 @@ def send_to_user_on_commit(user_id: int, frame: dict[str, Any]) -> None:
 
 
 def subscribe_user_on_commit(
-    *, user_id: int, room_id: int, room_slug: str, frame: dict[str, Any], announce: bool = True
+    *, user_id: int, room_id: int, room_slug: str, frame: dict[str, Any], after_seq: int, announce: bool = True
 ) -> None:
     _after_commit(
-        lambda: subscribe_user(user_id=user_id, room_id=room_id, room_slug=room_slug, frame=frame, announce=announce)
+        lambda: subscribe_user(
+            user_id=user_id, room_id=room_id, room_slug=room_slug, frame=frame, after_seq=after_seq, announce=announce
+        )
     )
 
 

@@ -17,9 +17,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.exceptions
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.consumer import get_handler_name
 from django.conf import settings
 from django.db import DatabaseError, DataError, IntegrityError
 
@@ -96,6 +96,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.held_events: list[tuple[Callable[[dict], Awaitable[None]], dict]] = []
         broadcast.start_publisher()
         self.rooms: dict[int, str] = {}
+        # Per room, the newest seq this socket fetched from the store on joining its group.
+        self.caught_up: dict[int, int] = {}
         self.refusals: collections.deque[float] = collections.deque()
         # Presence first, memberships second: a join committed in between either sees this
         # socket in presence (and subscribes it) or is seen by the membership read below.
@@ -413,8 +415,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await action(event)
 
     async def chat_frame(self, event: dict[str, Any]) -> None:
-        if event.get("exclude_user_id") != self.user.pk:
-            await self._deliver(event, self._send_event_text)
+        if event.get("exclude_user_id") == self.user.pk:
+            return
+        caught_up = self.caught_up.get(event.get("room_id"))  # type: ignore[arg-type]
+        if caught_up is not None:
+            if event["seq"] <= caught_up:
+                return  # fetched from the store already, when this socket joined the room's group
+            del self.caught_up[event["room_id"]]
+        await self._deliver(event, self._send_event_text)
 
     async def _send_event_text(self, event: dict[str, Any]) -> None:
         await self.send(text_data=event["text"])
@@ -423,9 +431,21 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self._deliver(event, self._subscribed)
 
     async def _subscribed(self, event: dict[str, Any]) -> None:
-        self.rooms[event["room_id"]] = event["slug"]
-        await self.channel_layer.group_add(broadcast.room_group(event["room_id"]), self.channel_name)
+        room_id, slug = event["room_id"], event["slug"]
+        new_here = room_id not in self.rooms
+        self.rooms[room_id] = slug
+        await self.channel_layer.group_add(broadcast.room_group(room_id), self.channel_name)
         await self.send(text_data=event["text"])
+        if new_here:
+            # What the room got before this socket joined its group was published to a group
+            # it was not in yet: fetch it (broadcast.subscribe_user), and skip its live copies.
+            missed = await on_read_threads(selectors.messages_after)(room_id=room_id, seq=event["after_seq"])
+            for message in missed:
+                await self._send_frame(protocol.message_payload(message))
+            if missed:
+                self.caught_up[room_id] = missed[-1].seq
+        if event.get("announce"):
+            await self._announce_presence(room_id, slug)
 
     async def chat_unsubscribed(self, event: dict[str, Any]) -> None:
         await self._deliver(event, self._unsubscribed)

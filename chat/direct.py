@@ -41,7 +41,11 @@ def direct_room_open(*, user: User, username: str) -> Room:
                 _, created = Membership.objects.get_or_create(room=room, user=member)
                 if created:
                     broadcast.subscribe_user_on_commit(
-                        user_id=member.pk, room_id=room.pk, room_slug=slug, frame=room_added_frame(room, "direct")
+                        user_id=member.pk,
+                        room_id=room.pk,
+                        room_slug=slug,
+                        frame=room_added_frame(room, "direct"),
+                        after_seq=room.last_seq,
                     )
     except IntegrityError:
         # Both opened it at once: the other transaction's room is the one.

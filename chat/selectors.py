@@ -116,6 +116,13 @@ def history_after(*, room: Room, seq: int, limit: int) -> tuple[list[Message], b
     return page[:limit], len(page) > limit
 
 
+def messages_after(*, room_id: int, seq: int) -> list[Message]:
+    """The room's messages after ``seq``, oldest first, at most a replay's worth."""
+    return list(
+        messages_with_relations().filter(room_id=room_id, seq__gt=seq).order_by("seq")[: settings.CHAT_REPLAY_MAX]
+    )
+
+
 def history_before(*, room: Room, seq: int, limit: int) -> tuple[list[Message], bool]:
     """The newest ``limit`` messages before ``seq``, oldest first, and whether older ones exist."""
     page = list(messages_with_relations().filter(room=room, seq__lt=seq).order_by("-seq")[: limit + 1])

@@ -51,7 +51,7 @@ def room_create(*, user: User, slug: str, name: str, kind: str = Room.Kind.PUBLI
     except IntegrityError:
         raise Invalid("that slug is taken") from None
     broadcast.subscribe_user_on_commit(
-        user_id=user.pk, room_id=room.pk, room_slug=room.slug, frame=room_added_frame(room, "joined")
+        user_id=user.pk, room_id=room.pk, room_slug=room.slug, frame=room_added_frame(room, "joined"), after_seq=0
     )
     return room
 
@@ -75,6 +75,7 @@ def room_join(*, user: User, slug: str) -> RoomAccess:
                 room_id=access.room.pk,
                 room_slug=access.room.slug,
                 frame=room_added_frame(access.room, "joined"),
+                after_seq=access.room.last_seq,
                 # The joining socket sends the room its user_list after room_state and history.
                 announce=False,
             )
@@ -249,6 +250,7 @@ def member_invite(*, user: User, slug: str, username: str) -> tuple[Membership, 
                 room_id=access.room.pk,
                 room_slug=access.room.slug,
                 frame=room_added_frame(access.room, "invited"),
+                after_seq=access.room.last_seq,
             )
     return membership, created
 

@@ -126,12 +126,26 @@ CACHES = {
     if REDIS_URL
     else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
 }
-if REDIS_URL:
+# pubsub (the default): one PUBLISH per group send, fanned out to the sockets in each process;
+# groups are kept per process, so every socket joins its groups itself (chat.broadcast). At the
+# same load it delivered S1 with nothing late where the core layer, which copies every event
+# into a Redis list per socket, fell behind (docs/performance.md). "core" stays selectable.
+CHANNEL_LAYER_KIND = env.str("CHANNEL_LAYER", default="pubsub")
+if CHANNEL_LAYER_KIND not in ("pubsub", "core"):
+    raise ImproperlyConfigured("CHANNEL_LAYER must be 'pubsub' or 'core'.")
+if REDIS_URL and CHANNEL_LAYER_KIND == "pubsub":
     CHANNEL_LAYERS = {
         "default": {
-            # The core layer keeps groups in Redis, so any process can subscribe any socket
-            # (needed to put both users of a new direct room into its group before its first
-            # message). The pubsub layer keeps groups per process.
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL}],
+                "prefix": env.str("CHANNEL_PREFIX", default="asgi"),
+            },
+        }
+    }
+elif REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
                 # redis-py 8 gives up on a read after 5 s, exactly the layer's blocking-receive

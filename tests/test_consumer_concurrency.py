@@ -6,7 +6,7 @@ import time
 import pytest
 from asgiref.sync import sync_to_async
 
-from chat import selectors, services
+from chat import posting, selectors, services
 from tests.conftest import make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -45,14 +45,14 @@ async def test_other_peoples_messages_arrive_while_a_join_is_slow(connect, monke
 async def test_the_ack_still_comes_before_the_senders_copy_when_the_echo_is_early(connect, monkeypatch):
     alice, bob = await two_rooms()
     a, b = await connect(alice), await connect(bob)
-    real_create = services.message_create
+    real_store = posting.store_posts
 
-    def slow_after_commit(**kwargs):
-        result = real_create(**kwargs)
+    def slow_after_commit(posts):
+        outcomes = real_store(posts)
         time.sleep(0.5)  # committed and broadcast: the echo reaches the socket before the ack is sent
-        return result
+        return outcomes
 
-    monkeypatch.setattr(services, "message_create", slow_after_commit)
+    monkeypatch.setattr(posting, "store_posts", slow_after_commit)
     await a.send({"type": "message", "to": "lobby", "content": "first", "messageId": "e1"})
     assert (await b.expect("message", timeout=2))["content"] == "first"
     await a.expect("message")

@@ -5,7 +5,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import OperationalError
 
-from chat import selectors, services
+from chat import posting, selectors, services
 from tests.conftest import make_user, open_socket
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -54,9 +54,9 @@ async def test_database_lost_mid_session_closes_4503(connect, monkeypatch):
     await sync_to_async(services.room_create)(user=alice, slug="lobby", name="Lobby")
     socket = await connect(alice)
 
-    def unreachable(**kwargs):
+    def unreachable(posts):
         raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(services, "message_create", unreachable)
+    monkeypatch.setattr(posting, "store_posts", unreachable)
     await socket.send({"type": "message", "to": "lobby", "content": "hi", "messageId": "m1"})
     assert await socket.expect_close() == 4503

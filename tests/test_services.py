@@ -21,14 +21,25 @@ def lobby(db):
 
 
 async def pending(channel: str) -> list[dict]:
-    """Every event waiting on ``channel`` (a short wait for each)."""
+    """Every event waiting on ``channel`` (a short wait for each). The receive is never
+    cancelled: the pub/sub layer takes a cancelled receive for a consumer that left, and forgets
+    its channel."""
     layer = get_channel_layer()
     received = []
+    receiving = _receivers.get(channel)
     while True:
-        try:
-            received.append(await asyncio.wait_for(layer.receive(channel), 0.3))
-        except TimeoutError:
+        if receiving is None:
+            receiving = asyncio.ensure_future(layer.receive(channel))
+        done, _ = await asyncio.wait({receiving}, timeout=0.3)
+        if not done:
+            _receivers[channel] = receiving
             return received
+        received.append(receiving.result())
+        receiving = None
+        _receivers.pop(channel, None)
+
+
+_receivers: dict[str, asyncio.Future] = {}
 
 
 def test_room_slug_and_kind_are_validated(lobby):
