@@ -1,6 +1,6 @@
 """Prometheus metrics of this server process, and the functions that record them.
 
-Doors and services call the small functions below (``metrics.frame_in("send")``); only this
+Doors and services call the small functions below (``metrics.frame_in("message")``); only this
 module knows the metrics' names and labels. Each server process counts for itself and serves
 its own counts at ``/metrics`` (prometheus_client's default registry): scrape every process
 (each daphne behind its own port), and sum across them in the queries. prometheus_client's
