@@ -3,7 +3,8 @@
 A message has one shape, ``protocol.message_payload``, the socket's ``message`` frame:
 ``MessageSerializer`` only declares its fields for the OpenAPI schema and hands every message to
 that function. Input serializers check types and sizes; the rules (trimming, length, who may do
-what) stay in the services.
+what) stay in the services. Every ``CharField`` refuses NUL and lone surrogates by itself (DRF's
+own validators), as the socket's parser does; ``tests/test_hostile_input.py`` holds it to that.
 """
 
 from __future__ import annotations
