@@ -239,22 +239,18 @@ def _take_tokens(
 ) -> list[_Accepted]:
     """The posting budget, last of the rules, so that a refused post costs no token. A batch
     retried after a concurrent repeat does not pay twice."""
-    kept = []
-    for item in accepted:
-        if item.index not in tokens_taken:
-            wait = ratelimit.take_token(
-                f"post:{posts[item.index].user.pk}",
-                capacity=settings.CHAT_POST_BURST,
-                refill_per_second=settings.CHAT_POST_REFILL_PER_SECOND,
-            )
-            if wait:
-                outcomes[item.index] = RateLimited(
-                    "you are sending too fast", retry_after_ms=protocol.retry_after_ms(wait)
-                )
-                continue
+    owing = [item for item in accepted if item.index not in tokens_taken]
+    waits = ratelimit.take_tokens(
+        [f"post:{posts[item.index].user.pk}" for item in owing],
+        capacity=settings.CHAT_POST_BURST,
+        refill_per_second=settings.CHAT_POST_REFILL_PER_SECOND,
+    )
+    for item, wait in zip(owing, waits, strict=True):
+        if wait:
+            outcomes[item.index] = RateLimited("you are sending too fast", retry_after_ms=protocol.retry_after_ms(wait))
+        else:
             tokens_taken.add(item.index)
-        kept.append(item)
-    return kept
+    return [item for item in accepted if item.index in tokens_taken]
 
 
 def _mentions(*, room: Room, content: str) -> list[str]:

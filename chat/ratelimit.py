@@ -75,6 +75,25 @@ def take_token(key: str, *, capacity: int, refill_per_second: float) -> float:
     return _take_token_memory(full_key, capacity, refill_per_second)
 
 
+def take_tokens(keys: list[str], *, capacity: int, refill_per_second: float) -> list[float]:
+    """``take_token`` for several buckets at once (a batch of posts), in one round trip to
+    Redis: one result per key, in order. A key named twice takes two tokens."""
+    if not keys:
+        return []
+    full_keys = [f"{shared_state.key_prefix()}bucket:{key}" for key in keys]
+    if shared_state.uses_redis():
+        try:
+            client = shared_state.sync_client()
+            script = client.register_script(_BUCKET_SCRIPT)
+            with client.pipeline(transaction=False) as pipe:
+                for full_key in full_keys:
+                    script(keys=[full_key], args=[capacity, refill_per_second], client=pipe)
+                return [float(wait) for wait in pipe.execute()]
+        except shared_state.UNREACHABLE as error:
+            shared_state.warn_unreachable("rate_limits", error, instead=_FALLBACK)
+    return [_take_token_memory(full_key, capacity, refill_per_second) for full_key in full_keys]
+
+
 def claim_interval(key: str, seconds: float) -> float:
     """Claim ``key`` for ``seconds``. Returns 0 when claimed, else the seconds it stays taken."""
     full_key = f"{shared_state.key_prefix()}interval:{key}"
