@@ -135,7 +135,10 @@ def system_message_create(*, room: Room, content: str) -> Message:
 
 
 def _record_change(message: Message, **fields) -> Message:
-    """Advance the room's change number and apply ``fields``; queues the change frame."""
+    """Advance the room's change number and apply ``fields``; queues the change frame.
+
+    Call inside the transaction that locked the message's row (``_lock_message``), after checking
+    the locked row: the checks and the write must see the same version of it."""
     change = _advance_room_counter(message.room_id, "last_change")
     Message.objects.filter(pk=message.pk).update(change=change, **fields)
     message = selectors.messages_with_relations().get(pk=message.pk)
@@ -143,32 +146,47 @@ def _record_change(message: Message, **fields) -> Message:
     return message
 
 
+def _lock_message(message_id: int) -> None:
+    """Lock the message's row until commit, so that what the caller reads next is the version it
+    writes over: an edit and a delete of one message take turns, and the second one sees the
+    first one's result (a tombstone, an edit) instead of the row as it was before both.
+
+    NO KEY UPDATE, not UPDATE: a reply being posted takes KEY SHARE on the message it refers to
+    (the foreign key check) while holding its room's row, which we take next; UPDATE would
+    conflict with that share lock and the two could deadlock. On SQLite this is a no-op: the
+    IMMEDIATE transaction already holds the database's one write lock."""
+    list(Message.objects.select_for_update(no_key=True).filter(pk=message_id).values_list("pk"))
+
+
 def message_edit(*, user: User, message_id: int, content: str) -> Message:
-    message = selectors.message_for_user(user=user, message_id=message_id)
-    if message.author_id != user.pk:
-        raise Forbidden("only the author can edit a message")
-    if message.is_deleted or message.kind == Message.Kind.SYSTEM:
-        raise Invalid("this message cannot be edited")
     content = clean_content(content)
     with transaction.atomic():
+        _lock_message(message_id)
+        message = selectors.message_for_user(user=user, message_id=message_id)
+        if message.author_id != user.pk:
+            raise Forbidden("only the author can edit a message")
+        if message.is_deleted or message.kind == Message.Kind.SYSTEM:
+            raise Invalid("this message cannot be edited")
         return _record_change(message, content=content, edited_at=timezone.now())
 
 
 def message_delete(*, user: User, message_id: int) -> Message:
     """Soft delete: the row stays as a tombstone keeping its seq; staff see the text in the admin."""
-    if user.is_staff:
-        message = selectors.messages_with_relations().filter(pk=message_id).first()
-        if message is None:
-            raise NotFound("no such message")
-    else:
-        message = selectors.message_for_user(user=user, message_id=message_id)
-    if message.author_id != user.pk and not user.is_staff:
-        membership = Membership.objects.filter(room_id=message.room_id, user=user).first()
-        if membership is None or not membership.is_moderator:
-            raise Forbidden("only the author or a moderator can delete a message")
-    if message.is_deleted:
-        return message
     with transaction.atomic():
+        _lock_message(message_id)
+        if user.is_staff:
+            message = selectors.messages_with_relations().filter(pk=message_id).first()
+            if message is None:
+                raise NotFound("no such message")
+        else:
+            message = selectors.message_for_user(user=user, message_id=message_id)
+        if message.author_id != user.pk and not user.is_staff:
+            membership = Membership.objects.filter(room_id=message.room_id, user=user).first()
+            if membership is None or not membership.is_moderator:
+                raise Forbidden("only the author or a moderator can delete a message")
+        if message.is_deleted:
+            # A second delete (or one racing the first) changes nothing and records no change.
+            return message
         return _record_change(
             message,
             deleted_content=message.content,
