@@ -89,14 +89,35 @@ DATABASES = {
 # Persistent connections: without them every database_sync_to_async call opens a new one.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # libpq waits for a host that does not answer as long as TCP does (minutes): during an
+    # outage every new connection, and so every write, would hang that long.
+    DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.int("DATABASE_CONNECT_TIMEOUT", default=2)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env.bool("DATABASE_POOL", default=True):
     # Under ASGI each request's sync code runs in a thread of its own, so a persistent
     # connection is never reused: a pool (psycopg_pool, Django 5.1+) is what keeps them warm.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
-    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+    # With the pool, CONN_HEALTH_CHECKS makes Django give it psycopg_pool's check_connection: an
+    # empty query, a round trip on every checkout. Django offers no other check, so our backend
+    # (Django's, plus one hook: chatsite/postgresql/base.py) gives the pool one that looks at the
+    # idle socket instead: no query, and still no connection a restart or an outage closed is
+    # handed out.
+    DATABASES["default"]["ENGINE"] = "chatsite.postgresql"
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
+    DATABASES["default"]["OPTIONS"]["pool"] = {
         "min_size": env.int("DATABASE_POOL_MIN", default=2),
         "max_size": env.int("DATABASE_POOL_MAX", default=20),
-        "timeout": 10,
+        # How long a request waits for a connection before it fails (server_error, 4503). During
+        # an outage the pool has none to give, so this is how soon every write answers; under
+        # load, a wait this long means the pool is too small for the traffic anyway.
+        "timeout": env.float("DATABASE_POOL_TIMEOUT", default=2.0),
+        # A lost connection is re-made with a backoff (1, 2, 4 … s) for at most this long; then
+        # its slot is freed and the next request that waits starts a fresh attempt. psycopg's 300 s
+        # let the backoff grow past a minute, so a pool could stay empty that long after the
+        # database came back.
+        "reconnect_timeout": env.float("DATABASE_POOL_RECONNECT_TIMEOUT", default=10.0),
+        # 0: no cap on waiting requests; the timeout already bounds each one's wait.
+        "max_waiting": env.int("DATABASE_POOL_MAX_WAITING", default=0),
     }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {
