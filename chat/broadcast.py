@@ -10,15 +10,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import transaction
 
-from . import presence, selectors
+from . import metrics, presence, selectors
 from .clock import now_ms
 from .protocol import encode, user_list_frame
 from .threads import on_read_threads
@@ -38,10 +40,10 @@ async def send_to_room(
     room_id: int, frame: dict[str, Any], *, exclude_user_id: int | None = None, author_id: int | None = None
 ) -> None:
     """``author_id`` marks a new message, so that the posting socket can put its ack first."""
-    event: dict[str, Any] = {"type": "chat.frame", "text": encode(frame)}
+    # The room, so that a socket that has just left it drops what was on its way already.
+    event: dict[str, Any] = {"type": "chat.frame", "text": encode(frame), "room_id": room_id}
     if frame.get("type") == "message":
         # A socket that has just fetched the room's latest messages skips those it sent already.
-        event["room_id"] = room_id
         event["seq"] = frame["seq"]
     if exclude_user_id is not None:
         event["exclude_user_id"] = exclude_user_id
@@ -80,8 +82,13 @@ async def announce_presence(*, room_id: int, room_slug: str) -> None:
     if room.waiting:
         return
     room.waiting = True
-    async with room.lock:
+    try:
+        await room.lock.acquire()
+    finally:
+        # Also when cancelled while waiting (a socket that went away mid-join): left set, it
+        # would make every later request of this room leave its list to a waiter that is gone.
         room.waiting = False
+    try:
         members = await on_read_threads(selectors.member_profiles)(room_id=room_id)
         online = await presence.online_user_ids([m["user_id"] for m in members])
         users = [
@@ -90,6 +97,11 @@ async def announce_presence(*, room_id: int, room_slug: str) -> None:
             if m["user_id"] in online
         ]
         await send_to_room(room_id, user_list_frame(room_slug=room_slug, users=users, now_ms=now_ms()))
+    finally:
+        room.lock.release()
+        if not room.waiting and not room.lock.locked():
+            # Nobody else is on this room's turn: forget it, so the map holds busy rooms only.
+            rooms.pop(room_id, None)
 
 
 async def subscribe_user(
@@ -143,17 +155,28 @@ class _Publisher:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.jobs: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
+        self.jobs: asyncio.Queue[tuple[float, Callable[[], Awaitable[None]]]] = asyncio.Queue()
         self.task = loop.create_task(self._run())
 
     async def _run(self) -> None:
         while True:
-            job = await self.jobs.get()
+            committed_at, job = await self.jobs.get()
+            metrics.observe_broadcast_lag(time.monotonic() - committed_at)
             try:
                 await job()
             except Exception:
                 # The write is committed and acknowledged; whoever missed it finds it by seq.
+                metrics.layer_error()
                 logger.exception("broadcast after commit failed")
+
+    def take(self, job: Callable[[], Awaitable[None]], committed_at: float) -> None:
+        """On the loop: queue ``job``, unless the queue is over its bound (the channel layer is
+        that far behind); then it is dropped, as the layer itself may drop an event."""
+        if self.jobs.qsize() >= settings.CHAT_BROADCAST_QUEUE_MAX:
+            metrics.layer_error()
+            logger.error("broadcast queue full (%d); an event is dropped", self.jobs.qsize())
+            return
+        self.jobs.put_nowait((committed_at, job))
 
     def usable(self) -> bool:
         return not self.loop.is_closed() and self.loop.is_running() and not self.task.done()
@@ -170,6 +193,12 @@ def start_publisher() -> None:
         _publisher = _Publisher(asyncio.get_running_loop())
 
 
+def broadcasts_waiting() -> int:
+    """How many committed broadcasts wait for their turn in this process (shutdown waits)."""
+    publisher = _publisher
+    return publisher.jobs.qsize() if publisher is not None and publisher.usable() else 0
+
+
 async def _run_job(job: Callable[[], Awaitable[None]]) -> None:
     await job()
 
@@ -179,10 +208,17 @@ def _after_commit(job: Callable[[], Awaitable[None]]) -> None:
         publisher = _publisher
         if publisher is not None and publisher.usable():
             # call_soon_threadsafe runs callbacks in the order given: commit order is kept.
-            publisher.loop.call_soon_threadsafe(publisher.jobs.put_nowait, job)
-        else:
-            # No event loop of ours (a management command, the shell, a sync test).
-            async_to_sync(_run_job)(job)
+            publisher.loop.call_soon_threadsafe(publisher.take, job, time.monotonic())
+            return
+        try:
+            # No event loop of ours (a management command, the shell, a sync test, a process
+            # that has served no socket yet), or it has stopped (shutting down): a loop of this
+            # call's own. Never the stopped one: a job handed to it would wait for ever.
+            async_to_sync(_run_job, force_new_loop=publisher is not None)(job)
+        except Exception:
+            # Committed already: the write stands, whoever missed the event finds it by seq.
+            metrics.layer_error()
+            logger.exception("broadcast after commit failed")
 
     transaction.on_commit(publish)
 

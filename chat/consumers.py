@@ -23,7 +23,20 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import DatabaseError, DataError, IntegrityError
 
-from . import broadcast, moderation, post_queue, posting, presence, protocol, ratelimit, selectors, services, uploads
+from . import (
+    broadcast,
+    layer_watch,
+    metrics,
+    moderation,
+    post_queue,
+    posting,
+    presence,
+    protocol,
+    ratelimit,
+    selectors,
+    services,
+    uploads,
+)
 from .clock import now_ms
 from .exceptions import ChatError
 from .models import Room
@@ -59,6 +72,17 @@ def _close_code_for(exc: BaseException) -> int:
 class ChatConsumer(AsyncWebsocketConsumer):
     user: Any = None
 
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except INFRASTRUCTURE_ERRORS:
+            # The channel layer's receive failed (its Redis is gone): not a crash of ours, and
+            # the client should reconnect and resume (PROTOCOL.md section 4: 4503).
+            logger.warning("channel layer lost; closing with 4503", exc_info=True)
+            metrics.layer_error()
+            await self.close(code=protocol.CLOSE_GOING_AWAY)
+            await self.disconnect(protocol.CLOSE_GOING_AWAY)
+
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' dispatch first runs ``close_old_connections`` through the one database
         thread for every event and frame, so each delivery of every message to every socket
@@ -86,6 +110,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _open(self, user: Any) -> None:
         self.user = user
+        metrics.socket_opened()
+        layer_watch.watch(self)
         # The client's frames are handled one after the other by a task of their own, so that
         # while one of them waits for the database, other people's messages still reach this
         # socket (the consumer's own loop goes on taking channel-layer events).
@@ -99,8 +125,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # Per room, the newest seq this socket fetched from the store on joining its group.
         self.caught_up: dict[int, int] = {}
         self.refusals: collections.deque[float] = collections.deque()
-        # Presence first, memberships second: a join committed in between either sees this
-        # socket in presence (and subscribes it) or is seen by the membership read below.
+        # The user's group first, memberships second: a join committed in between either
+        # reaches this socket as chat.subscribed or is seen by the membership read below.
         came_online = await presence.socket_connected(user_id=user.pk, channel_name=self.channel_name)
         await self.channel_layer.group_add(broadcast.user_group(user.pk), self.channel_name)
         memberships = await on_read_threads(selectors.user_memberships)(user=user)
@@ -116,20 +142,27 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.recheck_task = asyncio.ensure_future(self._recheck_periodically())
 
     async def disconnect(self, code: int) -> None:
-        if self.user is None:
+        if self.user is None or getattr(self, "gone", False):
             return
+        self.gone = True
+        metrics.socket_closed()
+        layer_watch.unwatch(self)
         # Frames not yet handled are dropped with the socket: the client re-sends unacknowledged
         # messages when it reconnects, and their messageId makes that safe.
         for task in (getattr(self, "frame_task", None), getattr(self, "recheck_task", None)):
             if task is not None:
                 task.cancel()
-        went_offline = await presence.socket_disconnected(user_id=self.user.pk, channel_name=self.channel_name)
-        await self.channel_layer.group_discard(broadcast.user_group(self.user.pk), self.channel_name)
-        for room_id in list(self.rooms):
-            await self.channel_layer.group_discard(broadcast.room_group(room_id), self.channel_name)
-        if went_offline:
-            for room_id, slug in list(self.rooms.items()):
-                await self._announce_presence(room_id, slug)
+        try:
+            went_offline = await presence.socket_disconnected(user_id=self.user.pk, channel_name=self.channel_name)
+            await self.channel_layer.group_discard(broadcast.user_group(self.user.pk), self.channel_name)
+            for room_id in list(self.rooms):
+                await self.channel_layer.group_discard(broadcast.room_group(room_id), self.channel_name)
+            if went_offline:
+                for room_id, slug in list(self.rooms.items()):
+                    await self._announce_presence(room_id, slug)
+        except INFRASTRUCTURE_ERRORS:
+            # Redis is gone: this socket's presence entry ages out by itself (its expiry).
+            logger.warning("a socket's presence could not be cleared", exc_info=True)
 
     async def _recheck_periodically(self) -> None:
         """Channels checks auth only at the handshake: re-check the session (expiry, logout
@@ -138,11 +171,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
             # Spread out: sockets that connected together (a restart, a reconnect storm) would
             # otherwise all re-check at the same moment, and that burst delays everyone's messages.
             await asyncio.sleep(settings.CHAT_AUTH_RECHECK_SECONDS * random.uniform(0.5, 1.5))  # noqa: S311 — not security
-            verdict = await on_read_threads(selectors.socket_auth_verdict)(scope=self.scope)
-            if verdict is not None:
-                await self.close(code=verdict)
-                return
-            await presence.socket_connected(user_id=self.user.pk, channel_name=self.channel_name)
+            try:
+                verdict = await on_read_threads(selectors.socket_auth_verdict)(scope=self.scope)
+                if verdict is not None:
+                    await self.close(code=verdict)
+                    return
+                await presence.socket_connected(user_id=self.user.pk, channel_name=self.channel_name)
+            except Exception:
+                # A database or Redis hiccup must not end the re-checks of this socket for good:
+                # the next round tries again (a lost channel layer is chat.layer_watch's).
+                logger.warning("a socket's session re-check failed; retrying later", exc_info=True)
 
     # --- Frames in ---------------------------------------------------------------------------
 
@@ -174,9 +212,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 # socket went away mid-send). The next frame still gets its turn.
                 logger.exception("a frame could not be answered")
             finally:
+                # Still "answering" while the held events go out, so that newer ones queue
+                # behind them rather than overtake them.
                 while self.held_events:
                     action, event = self.held_events.pop(0)
-                    await action(event)
+                    try:
+                        await action(event)
+                    except Exception:
+                        # One event that cannot be sent must not stop this socket's frames.
+                        logger.exception("a held event could not be delivered")
                 self.answering = False
 
     async def _answer(self, text_data: str | None, bytes_data: bytes | None) -> None:
@@ -186,8 +230,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             else:
                 request = protocol.parse(text_data, username=self.user.username, user_id=self.user.pk)
         except FrameError as exc:
+            metrics.frame_in(exc.context.request_type or "unknown")
             await self._refuse(exc.code, exc.message, exc.context)
             return
+        metrics.frame_in(request.context.request_type or "unknown")
         await self._handle(request)
 
     async def _handle(self, request: protocol.Request) -> None:
@@ -376,6 +422,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- Frames out --------------------------------------------------------------------------
 
     async def _send_frame(self, frame: dict[str, Any]) -> None:
+        metrics.frame_out(frame["type"])
         await self.send(text_data=protocol.encode(frame))
 
     def _welcome(self, memberships: list) -> dict[str, Any]:
@@ -383,10 +430,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         return protocol.welcome_frame(user=self.user, rooms=rooms, limits=_limits(), now_ms=now_ms())
 
     async def _refuse_with(self, exc: ChatError, context: RequestContext) -> None:
+        metrics.refusal(exc.code)
         await self._send_frame(protocol.error_from_exception(exc, context, now_ms=now_ms()))
         await self._count_refusal()
 
     async def _refuse(self, code: str, message: str, context: RequestContext) -> None:
+        metrics.refusal(code)
         await self._send_frame(protocol.error_frame(code, message, context, now_ms=now_ms()))
         await self._count_refusal()
 
@@ -417,11 +466,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def chat_frame(self, event: dict[str, Any]) -> None:
         if event.get("exclude_user_id") == self.user.pk:
             return
-        caught_up = self.caught_up.get(event.get("room_id"))  # type: ignore[arg-type]
-        if caught_up is not None:
-            if event["seq"] <= caught_up:
-                return  # fetched from the store already, when this socket joined the room's group
-            del self.caught_up[event["room_id"]]
+        room_id = event.get("room_id")
+        if room_id is not None:
+            if room_id not in self.rooms:
+                return  # left meanwhile: the event was on its way before the group was
+            caught_up = self.caught_up.get(room_id)
+            if caught_up is not None and "seq" in event:
+                if event["seq"] <= caught_up:
+                    return  # fetched from the store already, when this socket joined the group
+                del self.caught_up[room_id]
         await self._deliver(event, self._send_event_text)
 
     async def _send_event_text(self, event: dict[str, Any]) -> None:

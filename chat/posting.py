@@ -14,6 +14,7 @@ in seq order.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -23,7 +24,7 @@ from django.utils import timezone
 
 from accounts.models import User
 
-from . import broadcast, direct, protocol, ratelimit, selectors
+from . import broadcast, direct, metrics, protocol, ratelimit, selectors
 from .exceptions import ChatError, Forbidden, Invalid, NotFound, RateLimited
 from .models import Membership, Message, Room
 
@@ -96,11 +97,15 @@ def store_posts(posts: list[Post]) -> list[Outcome]:
     ``ChatError`` refusing it. Anything else (the database is gone) fails the whole batch, and
     then nothing of it is stored."""
     tokens_taken: set[int] = set()
+    started = time.monotonic()
     for _ in range(_ATTEMPTS):
         try:
-            return _store_once(posts, tokens_taken)
+            outcomes = _store_once(posts, tokens_taken)
         except _ConcurrentRepeat:
             continue
+        metrics.observe_write_latency(time.monotonic() - started)
+        metrics.posts_stored(sum(1 for o in outcomes if isinstance(o, PostResult) and not o.repeated))
+        return outcomes
     raise RuntimeError("a batch of posts kept meeting concurrent repeats")
 
 

@@ -157,10 +157,8 @@ def _nothing() -> None:
 
 def _publishing() -> bool:
     # After-commit broadcasts wait in the publisher's queue: one left there would reach no other
-    # process. The queue has no public view yet, hence the guarded look inside.
-    publisher = getattr(broadcast, "_publisher", None)
-    jobs = getattr(publisher, "jobs", None)
-    return jobs is not None and not jobs.empty()
+    # process.
+    return broadcast.broadcasts_waiting() > 0
 
 
 async def _close_sockets(server: Any, *, until: float) -> None:

@@ -329,6 +329,12 @@ CHAT_UPLOAD_THREADS = env.int("CHAT_UPLOAD_THREADS", default=2)
 # Threads for the socket side's reads (session re-checks, member lists, join history): they need
 # no ordering, so they do not queue on the one thread that handles writes (chat/threads.py).
 CHAT_READ_THREADS = env.int("CHAT_READ_THREADS", default=4)
+# How often each process checks that the channel layer's Redis has lost no events (restart,
+# flush, outage; chat/layer_watch.py): sockets hear of a loss (4503) within about twice this.
+CHAT_LAYER_WATCH_SECONDS = env.float("CHAT_LAYER_WATCH_SECONDS", default=2.0)
+# Committed broadcasts that may wait for the channel layer in one process before new ones are
+# dropped (logged; clients find dropped events by seq).
+CHAT_BROADCAST_QUEUE_MAX = env.int("CHAT_BROADCAST_QUEUE_MAX", default=100_000)
 # Group commit of the socket door's posts (chat/post_queue.py): at most this many posts per
 # transaction, and at most this many waiting before new posts are refused with rate_limited.
 CHAT_POST_BATCH_MAX = env.int("CHAT_POST_BATCH_MAX", default=200)

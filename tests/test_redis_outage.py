@@ -271,12 +271,6 @@ def test_a_daphne_process_serves_rest_through_a_redis_outage(server_on_own_redis
     assert list(stored) == ["before", "after", "again"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="chat/broadcast.py: with no socket open in the process there is no publisher, and the "
-    "inline fallback of _after_commit raises the channel layer's ConnectionError out of on_commit "
-    "(500 for a message that is stored); it should log it as the publisher does",
-)
 def test_posting_answers_201_during_a_redis_outage_in_a_process_without_sockets(server_on_own_redis, own_redis):
     rest = server_on_own_redis
     assert rest.post("before") == 201
