@@ -69,23 +69,29 @@ def unwatch(socket: Closable) -> None:
 
 
 async def _run(state: _Watch) -> None:
+    # The first check at once: it notes the Redis this process talks to (run_id, its mark), and
+    # a loss can only be seen against that.
     while state.sockets:
-        await asyncio.sleep(settings.CHAT_LAYER_WATCH_SECONDS)
         problem = await _check(state)
         if problem is None:
             state.healthy = True
-            continue
-        metrics.layer_error()
-        if not state.healthy:
-            continue  # the same incident: its sockets were closed already
-        state.healthy = False
-        sockets = list(state.sockets)
-        logger.warning("channel layer: %s; closing %d socket(s) with 4503 so they resume", problem, len(sockets))
-        for socket in sockets:
-            try:
-                await socket.close(code=4503)
-            except Exception:
-                logger.exception("a socket could not be closed")
+        elif state.healthy:
+            state.healthy = False
+            await _close_all(state, problem)
+        else:
+            metrics.layer_error()  # the same incident: its sockets were closed already
+        await asyncio.sleep(settings.CHAT_LAYER_WATCH_SECONDS)
+
+
+async def _close_all(state: _Watch, problem: str) -> None:
+    metrics.layer_error()
+    sockets = list(state.sockets)
+    logger.warning("channel layer: %s; closing %d socket(s) with 4503 so they resume", problem, len(sockets))
+    for socket in sockets:
+        try:
+            await socket.close(code=4503)
+        except Exception:
+            logger.exception("a socket could not be closed")
 
 
 async def _check(state: _Watch) -> str | None:
