@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs
 
-from channels.auth import AuthMiddlewareStack
+from channels.auth import AuthMiddleware, get_user
 from channels.db import database_sync_to_async
 from channels.security.websocket import AllowedHostsOriginValidator
+from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.contrib.auth.models import AnonymousUser
 
 from . import services
+from .threads import on_read_threads
 
 
 def _ticket(scope: dict[str, Any]) -> str | None:
@@ -37,13 +39,22 @@ class ChatOriginValidator:
         return await AllowedHostsOriginValidator(self.app)(scope, receive, send)
 
 
+class _AuthOnReadThreads(AuthMiddleware):
+    """Channels' ``AuthMiddleware``, with its session and user read on the read threads: its
+    own ``get_user`` runs on the one database thread every write waits for, so a reconnect storm
+    of N sockets put N session reads in front of everyone's posts."""
+
+    async def resolve_scope(self, scope: dict[str, Any]) -> None:
+        scope["user"]._wrapped = await on_read_threads(get_user.func)(scope)
+
+
 class TicketOrSessionAuthMiddleware:
     """``?ticket=`` authenticates by a one-time ticket; otherwise the Django session cookie.
     A bad ticket leaves the user anonymous, and the consumer closes with 4401."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
-        self.session_app = AuthMiddlewareStack(app)
+        self.session_app = CookieMiddleware(SessionMiddleware(_AuthOnReadThreads(app)))
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
         ticket = _ticket(scope)
