@@ -1,26 +1,44 @@
 #!/usr/bin/env bash
-# socket_bench.sh — the shared WebSocket load harness against our server (chatsite.asgi under daphne).
+# socket_bench.sh — the shared WebSocket load harness against our server (chatsite.asgi under daphne),
+# and against the harness's reference servers ("peers") in the same run, into one report.
 #
 # Copies ../shared/bench (read-only, never into this repo) to a scratch folder outside the repo,
-# installs it there (npm), starts our server on 127.0.0.1:$PORT in the chosen configuration,
-# signs up the bench users (the harness's prepare_chat.py), runs the scenarios with
-# `run.sh external` and PROTO=chat, stops the server and prints the harness's Markdown report.
+# installs it there (npm; its Python venv is cached in $CACHE), starts our server on
+# 127.0.0.1:$PORT in the chosen configuration, signs up the bench users (the harness's
+# prepare_chat.py), runs the scenarios with `run.sh external` and PROTO=chat, stops the server,
+# then runs the same scenarios on each of $PEERS with `run.sh <peer> <scenario>`, and prints the
+# harness's Markdown report: every row, ours and the peers', in one table.
 # Figures and their reading: docs/performance.md, "Socket throughput (load harness)".
 #
-#   bench/socket_bench.sh [pg-redis|embedded] [SCENARIO...]
+#   bench/socket_bench.sh [pg-redis|embedded|prod2] [SCENARIO...]
 #   bench/socket_bench.sh pg-redis S1 S3 S2 S4     # the default
 #   bench/socket_bench.sh embedded S1 S3
+#   bench/socket_bench.sh prod2 S1 S3              # the production recipe: 2 processes behind nginx
 #   bench/socket_bench.sh pg-redis S3low          # S3, but the ramp starts at $LOW_RAMP_START msg/s
+#   PEERS="" bench/socket_bench.sh pg-redis S1     # ours only
 #
 # Configurations:
 #   pg-redis  DATABASE_URL=$PG_URL (database created if missing, migrated), REDIS_URL=$BENCH_REDIS_URL
-#             (channels_redis.core layer, presence and rate limits in Redis); our Redis keys only
-#             (prefixes bench: and benchasgi) are deleted before every server start.
+#             (the settings' channel layer, presence and rate limits in Redis); our Redis keys only
+#             (prefixes bench: and benchasgi) are deleted before every server start. One daphne.
+#   prod2     the same database and Redis, served by scripts/serve-prod: $PROD_WORKERS (2) daphne
+#             processes on 127.0.0.1:$PORT+1.. behind nginx on $PORT (deploy/nginx.conf). The
+#             harness samples the CPU and memory of serve-prod's process tree: the daphnes and
+#             nginx. Users and cookies are pg-redis's (same database, same SECRET_KEY).
 #   embedded  SQLite (WAL, the settings' own options) + in-memory channel layer, one process. The
 #             SQLite file lives in $CACHE/embedded/ (DATABASE_URL=sqlite:///...), not in data/.
-# Both run with DEBUG=false (static files collected into STATIC_ROOT first), no HTTPS redirect,
+# All run with DEBUG=false (static files collected into STATIC_ROOT first), no HTTPS redirect,
 # non-secure cookies, LOG_LEVEL=WARNING, daphne -v 0 with an access log file, listen backlog 1024
 # (as the anchors' daphne peers).
+#
+# Peers (PEERS, default "daphne-redis-pg uvicorn-pubsub"; any name run.sh knows): the harness's
+# tutorial consumer storing each message in PostgreSQL, and the fastest tutorial server, which
+# stores nothing. They run after ours in each round, on 127.0.0.1:$PEER_PORT, with the harness's
+# own Python venv, and append to the same raw.jsonl. daphne-redis-pg needs the PostgreSQL role
+# bench/bench (created here with the superuser of $PG_URL if missing) and its own database
+# $PEER_PGDATABASE: not chatbench, which is ours, and whose chat_message table is not the
+# tutorial's. Its Redis is the harness's database 13, which run.sh empties before each peer.
+# S3low runs on a peer as S3 from the same first step.
 #
 # Rate limits: S1 runs with the product's defaults (burst 10, refill 1/s: S1's 1 msg/s per user
 # fits). S2, S3, S3low and S4 run on a server started with CHAT_POST_BURST=$RAISED_BURST and
@@ -40,7 +58,9 @@
 #      (redis://127.0.0.1:6379/5), RAISED_BURST (1000), RAISED_REFILL (1000), ROUNDS (1),
 #      WORK (scratch folder; default a new /tmp/socket-bench.XXXXXX), CACHE (/tmp/socket-bench-cache),
 #      FRESH=1 (forget the cache and drop/re-create the PostgreSQL database first),
-#      RUN_TIMEOUT (s per scenario, 240), LOW_RAMP_START (S3low's first step, 10 msg/s in).
+#      RUN_TIMEOUT (s per scenario, 240), LOW_RAMP_START (S3low's first step, 10 msg/s in),
+#      PROD_WORKERS (2, prod2's daphne processes), PEERS (see above), PEER_PORT (8001),
+#      PEER_PGDATABASE (chatbench_peers).
 #      run.sh's own knobs pass through, e.g. EXTRA_ARGS="--settle 15" (loadgen flags), IDLE_CONNS.
 # Output (in $WORK): report.md, raw.jsonl, server-*.log, access-*.log, load.txt (uptime/top before
 # each scenario), problems.txt (tracebacks, 5xx, error frames, failed connections).
@@ -55,7 +75,7 @@ CONFIG=${1:-pg-redis}
 shift || true
 SCENARIOS=("$@")
 [[ ${#SCENARIOS[@]} -gt 0 ]] || SCENARIOS=(S1 S3 S2 S4)
-case $CONFIG in pg-redis|embedded) ;; *) echo "config must be pg-redis or embedded" >&2; exit 2 ;; esac
+case $CONFIG in pg-redis|embedded|prod2) ;; *) echo "config must be pg-redis, embedded or prod2" >&2; exit 2 ;; esac
 for s in "${SCENARIOS[@]}"; do
   case $s in S1|S2|S3|S3low|S4) ;; *) echo "unknown scenario $s (S1, S2, S3, S3low, S4)" >&2; exit 2 ;; esac
 done
@@ -68,14 +88,22 @@ RAISED_REFILL=${RAISED_REFILL:-1000}
 ROUNDS=${ROUNDS:-1}
 RUN_TIMEOUT=${RUN_TIMEOUT:-240}
 LOW_RAMP_START=${LOW_RAMP_START:-10}
+PROD_WORKERS=${PROD_WORKERS:-2}
+PEERS=${PEERS-daphne-redis-pg uvicorn-pubsub}
+PEER_PORT=${PEER_PORT:-8001}
+PEER_PGDATABASE=${PEER_PGDATABASE:-chatbench_peers}
 PY="$REPO/.venv/bin/python"
 DAPHNE="$REPO/.venv/bin/daphne"
 
 WORK=${WORK:-$(mktemp -d /tmp/socket-bench.XXXXXX)}
 CACHE=${CACHE:-/tmp/socket-bench-cache}
-mkdir -p "$WORK" "$CACHE/$CONFIG"
+# prod2 serves pg-redis's database with pg-redis's SECRET_KEY: its users and cookies are the same.
+CACHE_NAME=$CONFIG
+[[ $CONFIG == prod2 ]] && CACHE_NAME=pg-redis
+mkdir -p "$WORK" "$CACHE/$CACHE_NAME"
 WORK="$(cd "$WORK" && pwd)"
-CACHE="$(cd "$CACHE" && pwd)/$CONFIG"
+CACHE_ROOT="$(cd "$CACHE" && pwd)"
+CACHE="$CACHE_ROOT/$CACHE_NAME"
 for d in "$WORK" "$CACHE"; do
   case "$d/" in "$REPO"/*) echo "WORK and CACHE must be outside the repo ($REPO)" >&2; exit 2 ;; esac
 done
@@ -94,6 +122,18 @@ chmod -R u+w "$H"
 rm -rf "$H/results"            # the anchors' raw files are not ours; run.sh recreates results/tmp
 mkdir -p "$H/results"
 (cd "$H" && timeout 300 npm install --no-audit --no-fund --loglevel=error >/dev/null)
+# The harness's Python side (the peers' Django, daphne, uvicorn; prepare_chat.py's requests) gets
+# the venv of its own requirements.txt, built once per version of that file and kept in
+# $CACHE_ROOT. prepare_chat.py runs with it too, so that our venv needs only requirements.txt
+# (a fresh clone after the README's setup) and no test dependency for `requests`.
+HVENV="$CACHE_ROOT/harness-venv-$(sha256sum "$H/requirements.txt" | cut -c1-12)"
+if [[ ! -f $HVENV/.complete ]]; then
+  log "harness venv: $HVENV (once)"
+  rm -rf "$HVENV"   # a venv cannot be moved (its scripts name their python), so it is built in place
+  python3.11 -m venv "$HVENV"
+  timeout 600 "$HVENV/bin/pip" install -q --disable-pip-version-check -r "$H/requirements.txt"
+  touch "$HVENV/.complete"
+fi
 
 # --- the server's environment -----------------------------------------------------------------
 if [[ ! -s $CACHE/secret_key ]]; then
@@ -111,7 +151,7 @@ SERVER_ENV=(
   MEDIA_ROOT="$WORK/media"
 )
 REDIS_DB=""
-if [[ $CONFIG == pg-redis ]]; then
+if [[ $CONFIG == pg-redis || $CONFIG == prod2 ]]; then
   SERVER_ENV+=(DATABASE_URL="$PG_URL" REDIS_URL="$BENCH_REDIS_URL" CHAT_REDIS_KEY_PREFIX=bench: CHANNEL_PREFIX=benchasgi)
   REDIS_DB=${BENCH_REDIS_URL##*/}
   [[ $REDIS_DB =~ ^[0-9]+$ ]] || REDIS_DB=0
@@ -148,9 +188,15 @@ SERVER_PID=""
 SERVER_LOG=""
 stop_server() {
   [[ -n $SERVER_PID ]] || return 0
+  # serve-prod's children run in sessions of their own (so that they stop in its order): the
+  # group gets only serve-prod, which stops them within the shutdown grace (10 s) + 5 s.
+  local children
+  children=$(pgrep -P "$SERVER_PID" || true)
   kill -TERM -- "-$SERVER_PID" 2>/dev/null || kill -TERM "$SERVER_PID" 2>/dev/null || true
-  for _ in $(seq 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+  for _ in $(seq 250); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
   kill -KILL -- "-$SERVER_PID" 2>/dev/null || true
+  # shellcheck disable=SC2086  # one PID per word
+  [[ -z $children ]] || kill -KILL $children 2>/dev/null || true
   wait "$SERVER_PID" 2>/dev/null || true
   SERVER_PID=""
 }
@@ -167,10 +213,20 @@ start_server() { # $1 = default | raised | prepare, $2 = name of this run (log f
   # 50+ during prepare_chat. The users' server closes them; measured servers keep the settings.
   [[ $mode == prepare ]] && limits=(CONN_MAX_AGE=0)
   SERVER_LOG="$WORK/server-$name.log"
-  log "starting daphne on 127.0.0.1:$PORT ($CONFIG, $mode${limits[*]:+: ${limits[*]}}), log $SERVER_LOG"
-  (cd "$REPO" && exec setsid env -u DATABASE_URL -u REDIS_URL "${SERVER_ENV[@]}" ${limits[@]+"${limits[@]}"} \
-     "$DAPHNE" -v 0 --access-log "$WORK/access-$name.log" \
-     -e "tcp:port=$PORT:interface=127.0.0.1:backlog=1024" chatsite.asgi:application) >>"$SERVER_LOG" 2>&1 &
+  if [[ $CONFIG == prod2 && $mode != prepare ]]; then
+    # The recipe as documented, with the bench's logs: migrate/collectstatic were done above.
+    log "starting scripts/serve-prod: nginx on 127.0.0.1:$PORT, $PROD_WORKERS daphne from 127.0.0.1:$((PORT + 1)) ($mode${limits[*]:+: ${limits[*]}}), log $SERVER_LOG"
+    (cd "$REPO" && exec setsid env -u DATABASE_URL -u REDIS_URL "${SERVER_ENV[@]}" ${limits[@]+"${limits[@]}"} \
+       PORT="$PORT" BIND=127.0.0.1 UPSTREAM_PORT=$((PORT + 1)) WORKERS="$PROD_WORKERS" PREPARE=0 \
+       RUN_DIR="$WORK/serve-prod-$name" DAPHNE_ARGS="-v 0" ACCESS_LOG_PREFIX="$WORK/access-$name-" \
+       scripts/serve-prod) >>"$SERVER_LOG" 2>&1 &
+  else
+    # prod2's users are signed up on one plain daphne too: it is HTTP only, and cheaper to start.
+    log "starting daphne on 127.0.0.1:$PORT ($CONFIG, $mode${limits[*]:+: ${limits[*]}}), log $SERVER_LOG"
+    (cd "$REPO" && exec setsid env -u DATABASE_URL -u REDIS_URL "${SERVER_ENV[@]}" ${limits[@]+"${limits[@]}"} \
+       "$DAPHNE" -v 0 --access-log "$WORK/access-$name.log" \
+       -e "tcp:port=$PORT:interface=127.0.0.1:backlog=1024" chatsite.asgi:application) >>"$SERVER_LOG" 2>&1 &
+  fi
   SERVER_PID=$!
   local code=""
   for _ in $(seq 120); do
@@ -208,7 +264,7 @@ prepare() { # $1 = family: main | s2 | s4
   local try
   for try in 1 2; do
     log "prepare_chat: users ${users}0..199, rooms ${prefix}r0..r$((rooms - 1)) (try $try)"
-    if timeout 1800 "$PY" "$H/prepare_chat.py" --base "http://127.0.0.1:$PORT" --users 200 --rooms "$rooms" \
+    if timeout 1800 "$HVENV/bin/python" "$H/prepare_chat.py" --base "http://127.0.0.1:$PORT" --users 200 --rooms "$rooms" \
          --prefix "$prefix" --user-prefix "$users" --out "$cookies" >&2; then
       break
     fi
@@ -222,7 +278,7 @@ prepare() { # $1 = family: main | s2 | s4
 
 # --- scenarios ----------------------------------------------------------------------------------
 REDIS_PID=""
-[[ $CONFIG == pg-redis ]] && REDIS_PID=$(redis-cli -h 127.0.0.1 -p 6379 info server | tr -d '\r' | awk -F: '/^process_id/{print $2}')
+[[ $CONFIG == pg-redis || $CONFIG == prod2 ]] && REDIS_PID=$(redis-cli -h 127.0.0.1 -p 6379 info server | tr -d '\r' | awk -F: '/^process_id/{print $2}')
 scenario_params() { # sets mode, fam, prefix, run (run.sh's scenario), ramp for scenario $1
   run=$1; ramp=""
   case $1 in
@@ -233,6 +289,36 @@ scenario_params() { # sets mode, fam, prefix, run (run.sh's scenario), ramp for 
     S4) mode=raised; fam=s4; prefix=bk4 ;;
   esac
 }
+# --- the peers' PostgreSQL ----------------------------------------------------------------------
+setup_peer_pg() {
+  local admin="${PG_URL%/*}/postgres"
+  if ! timeout 30 psql "$admin" -qtAc "SELECT 1 FROM pg_roles WHERE rolname='bench'" | grep -q 1; then
+    log "creating the PostgreSQL role bench (the harness's peers log in as bench/bench)"
+    timeout 30 psql "$admin" -qc "CREATE ROLE bench LOGIN PASSWORD 'bench'"
+  fi
+  if ! timeout 30 psql "$admin" -qtAc "SELECT 1 FROM pg_database WHERE datname='$PEER_PGDATABASE'" | grep -q 1; then
+    log "creating database $PEER_PGDATABASE (owner bench) for daphne-redis-pg"
+    timeout 60 psql "$admin" -qc "CREATE DATABASE \"$PEER_PGDATABASE\" OWNER bench"
+  fi
+}
+[[ " $PEERS " == *" daphne-redis-pg "* ]] && setup_peer_pg
+
+run_peer() { # $1 = peer, $2 = our scenario name, $3 = round
+  local peer=$1 scen=$2 round=$3 tag="" out
+  scenario_params "$scen"
+  [[ -n $ramp ]] && tag="[ramp from $ramp/s]"
+  out="$WORK/peer-$peer-$scen-r$round.json"
+  log "peer $peer $scen round $round: $(uptime | sed 's/.*load average/load average/')"
+  # Our run's variables must not reach run.sh: without them it starts and samples its own peer
+  # (EXTRA_ARGS and IDLE_CONNS do: the peers run the same scenarios as ours).
+  if ! (cd "$H" && env -u URL -u ORIGIN -u PROTO -u COOKIE -u COOKIES_FILE -u ROOM_PREFIX -u SERVER_PID \
+          -u AUX_PID PORT="$PEER_PORT" VENV="$HVENV" PGDATABASE="$PEER_PGDATABASE" \
+          RAW="$RAW" ROUND="$round" PEER_TAG="$tag" ${ramp:+RAMP_START=$ramp} \
+          timeout "$RUN_TIMEOUT" ./run.sh "$peer" "$run" > "$out"); then
+    echo "FAILED: peer $peer $scen round $round (see $out, $H/results/$peer-$run.server.log)" | tee -a "$PROBLEMS" >&2
+  fi
+}
+
 # Users first, on a server of their own; then one fresh server per scenario.
 start_server prepare "$CONFIG-prepare"
 for scen in "${SCENARIOS[@]}"; do scenario_params "$scen"; prepare "$fam"; done
@@ -256,6 +342,11 @@ for round in $(seq "$ROUNDS"); do
           timeout "$RUN_TIMEOUT" ./run.sh external "$run" > "$WORK/$CONFIG-$scen-r$round.json"); then
       echo "FAILED: $CONFIG $scen round $round (see $WORK/$CONFIG-$scen-r$round.json, $SERVER_LOG)" | tee -a "$PROBLEMS" >&2
     fi
+  done
+  # Then the peers, with ours stopped (2 cores: nothing else of the bench runs meanwhile).
+  stop_server
+  for peer in $PEERS; do
+    for scen in "${SCENARIOS[@]}"; do run_peer "$peer" "$scen" "$round"; done
   done
 done
 stop_server
@@ -287,7 +378,8 @@ for (const l of lines) {
   if (r.closed_during_run) bad.push(`closed_during_run=${r.closed_during_run}`);
   if (bad.length) console.log(`${r.peer} ${r.scenario} round ${r.round}: ${bad.join("; ")}`);
 }' "$RAW" >> "$PROBLEMS"
-  (cd "$H" && node report.mjs "$RAW" "Our server ($CONFIG) under the shared load harness $(date +%Y-%m-%d)") > "$WORK/report.md"
+  title="Our server ($CONFIG)${PEERS:+ and the peers $PEERS} under the shared load harness $(date +%Y-%m-%d)"
+  (cd "$H" && node report.mjs "$RAW" "$title") > "$WORK/report.md"
   cat "$WORK/report.md"
 fi
 echo
