@@ -54,6 +54,12 @@ def key_prefix() -> str:
     return settings.CHAT_REDIS_KEY_PREFIX
 
 
+# Enough for the bursts that matter (every presence call is one short pipeline); waiting longer
+# than this for one means Redis itself is stuck.
+ASYNC_POOL_CONNECTIONS = 100
+ASYNC_POOL_WAIT_SECONDS = 5.0
+
+
 def uses_redis() -> bool:
     return bool(settings.REDIS_URL)
 
@@ -90,11 +96,17 @@ def async_client() -> redis.asyncio.Redis:
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
-        # As many connections as the channel layer may use: every socket's connect and
-        # disconnect touches presence, and they come in bursts.
-        client = redis.asyncio.Redis.from_url(
-            settings.REDIS_URL, decode_responses=True, max_connections=1000, **connection_options(asyncio_client=True)
+        # Every socket's connect and disconnect touches presence, and they come in bursts (2,000
+        # sockets of a restarted process leaving at once): a bounded pool that makes the burst
+        # wait its turn for a connection, where a plain pool raised "Too many connections".
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            settings.REDIS_URL,
+            decode_responses=True,
+            max_connections=ASYNC_POOL_CONNECTIONS,
+            timeout=ASYNC_POOL_WAIT_SECONDS,
+            **connection_options(asyncio_client=True),
         )
+        client = redis.asyncio.Redis(connection_pool=pool)
         _async_clients[loop] = client
     return client
 
