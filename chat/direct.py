@@ -20,6 +20,15 @@ def room_added_frame(room: Room, reason: str) -> dict:
     return protocol.room_membership_frame("room_added", room_slug=room.slug, reason=reason, now_ms=now_ms())
 
 
+def direct_slug(*, user: User, username: str) -> str:
+    """The slug of the pair's direct room, whether or not it exists yet."""
+    other = selectors.user_by_username(username=username)
+    if other.pk == user.pk:
+        raise Invalid("a direct message to yourself is not possible")
+    low, high = sorted((user.pk, other.pk))
+    return f"dm-{low}-{high}"
+
+
 def direct_room_open(*, user: User, username: str) -> Room:
     """The one direct room of a pair of users, created on first use. Both are (again) members
     afterwards, so a user who left a conversation gets it back when either side writes."""

@@ -112,7 +112,7 @@ def store_posts(posts: list[Post]) -> list[Outcome]:
 def _store_once(posts: list[Post], tokens_taken: set[int]) -> list[Outcome]:
     outcomes: list[Outcome | None] = [None] * len(posts)
     repeats_of = _find_repeats(posts, outcomes)
-    slugs = _target_slugs(posts, outcomes)
+    slugs = _target_slugs(posts, outcomes, tokens_taken)
     with transaction.atomic():
         accepted = _check_posts(posts, outcomes, slugs)
         accepted = _take_tokens(posts, outcomes, accepted, tokens_taken)
@@ -163,8 +163,10 @@ def _find_repeats(posts: list[Post], outcomes: list[Outcome | None]) -> dict[int
 _PLACEHOLDER = Invalid("answered with the first post of its messageId")
 
 
-def _target_slugs(posts: list[Post], outcomes: list[Outcome | None]) -> dict[int, str]:
-    """Each open post's room slug; a post to ``@username`` opens (or reuses) the direct room."""
+def _target_slugs(posts: list[Post], outcomes: list[Outcome | None], tokens_taken: set[int]) -> dict[int, str]:
+    """Each open post's room slug. A post to ``@username`` opens (or reuses) the direct room of
+    the pair, once its posting token is taken (PROTOCOL.md section 2): a refused post opens
+    nothing."""
     slugs: dict[int, str] = {}
     for index, post in enumerate(posts):
         if outcomes[index] is not None:
@@ -172,11 +174,25 @@ def _target_slugs(posts: list[Post], outcomes: list[Outcome | None]) -> dict[int
         if not post.to.startswith("@"):
             slugs[index] = post.to
             continue
+        if index not in tokens_taken:
+            (wait,) = ratelimit.take_tokens(
+                [f"post:{post.user.pk}"],
+                capacity=settings.CHAT_POST_BURST,
+                refill_per_second=settings.CHAT_POST_REFILL_PER_SECOND,
+            )
+            if wait:
+                outcomes[index] = _too_fast(wait)
+                continue
+            tokens_taken.add(index)
         try:
             slugs[index] = direct.direct_room_open(user=post.user, username=post.to[1:]).slug
         except ChatError as exc:
             outcomes[index] = exc
     return slugs
+
+
+def _too_fast(wait: float) -> RateLimited:
+    return RateLimited("you are sending too fast", retry_after_ms=protocol.retry_after_ms(wait))
 
 
 @dataclass
@@ -256,7 +272,7 @@ def _take_tokens(
     )
     for item, wait in zip(owing, waits, strict=True):
         if wait:
-            outcomes[item.index] = RateLimited("you are sending too fast", retry_after_ms=protocol.retry_after_ms(wait))
+            outcomes[item.index] = _too_fast(wait)
         else:
             tokens_taken.add(item.index)
     return [item for item in accepted if item.index in tokens_taken]

@@ -21,7 +21,7 @@ from accounts.models import User
 
 from . import broadcast, protocol, selectors
 from .clock import now_ms
-from .direct import direct_partner, direct_room_open, room_added_frame
+from .direct import direct_partner, direct_room_open, direct_slug, room_added_frame
 from .exceptions import Forbidden, Invalid, NotFound
 from .models import Membership, Message, Room, WebSocketTicket
 
@@ -99,7 +99,17 @@ def room_leave(*, user: User, slug: str) -> Room:
 
 
 def room_for_target(*, user: User, to: str) -> RoomAccess:
-    """Resolve a frame's ``to``: a room slug, or ``@username`` (opening the direct room)."""
+    """Resolve a frame's ``to``: a room slug, or ``@username`` for a direct room that exists
+    already. ``typing`` and ``read`` only reuse one (PROTOCOL.md section 2): to a pair with no
+    direct room yet they are ``not_found``, and nothing is created."""
+    if to.startswith("@"):
+        to = direct_slug(user=user, username=to[1:])
+    return selectors.room_for_member(user=user, slug=to)
+
+
+def open_room_for_target(*, user: User, to: str) -> RoomAccess:
+    """As ``room_for_target``, but ``@username`` opens (or reuses) the direct room of the pair:
+    for the frames that start a conversation (``file_start``; posts open it in ``posting``)."""
     if to.startswith("@"):
         to = direct_room_open(user=user, username=to[1:]).slug
     return selectors.room_for_member(user=user, slug=to)

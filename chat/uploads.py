@@ -308,7 +308,7 @@ def upload_start(
     """``file_start``: resume the user's upload named by ``upload_id`` (or by ``client_id``),
     or open a new one after the membership, size, name and quota checks."""
     purge_expired_now_and_then()
-    access = services.room_for_target(user=user, to=to)
+    access = services.open_room_for_target(user=user, to=to)
     if size > settings.CHAT_MAX_UPLOAD_BYTES:
         raise TooLarge(f"a file is at most {settings.CHAT_MAX_UPLOAD_BYTES} bytes")
     name = safe_name(name)
