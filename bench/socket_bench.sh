@@ -63,7 +63,12 @@
 #      PEER_PGDATABASE (chatbench_peers).
 #      run.sh's own knobs pass through, e.g. EXTRA_ARGS="--settle 15" (loadgen flags), IDLE_CONNS.
 # Output (in $WORK): report.md, raw.jsonl, server-*.log, access-*.log, load.txt (uptime/top before
-# each scenario), problems.txt (tracebacks, 5xx, error frames, failed connections).
+# each scenario), problems.txt (tracebacks, 5xx, error frames, failed connections), peer-*.json
+# (the peers' logs are in harness/results/).
+# Two runs at once disturb each other beyond sharing the cores: with the same BENCH_REDIS_URL each
+# start deletes the other's keys (its sockets then see "Redis lost its data" and get 4503), and
+# with the same PG_URL they share users and so their posting budgets. Give a second run its own
+# PG_URL, BENCH_REDIS_URL, CACHE and PORT.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
