@@ -75,6 +75,16 @@ class ChatWebSocketProtocol(ws_protocol.WebSocketProtocol):
                 return
         super().sendMessage(payload, *args, **kwargs)
 
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:  # noqa: N802
+        """autobahn's ``sendData`` builds the arguments of a debug log line (coloured type names)
+        for every frame it writes, logging on or not: about 4 % of the server's time at 4,000
+        deliveries/s. The common case, an open socket with nothing queued, is done here."""
+        if sync or chopsize or self.send_queue or self.logOctets or self.state != self.STATE_OPEN:
+            super().sendData(data, sync, chopsize)
+            return
+        self.transport.write(data)
+        self.trafficStats.outgoingOctetsWireLevel += len(data)
+
     def connectionLost(self, reason: Any) -> None:  # noqa: N802
         if self.transport is not None and getattr(self.transport, "producer", None) is self.send_buffer:
             self.transport.unregisterProducer()
