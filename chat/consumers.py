@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import functools
 import logging
 import random
 import time
@@ -19,12 +20,15 @@ from typing import Any
 import redis.exceptions
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError, DataError, IntegrityError
 
 from . import (
     broadcast,
+    event_loop,
     layer_watch,
     metrics,
     moderation,
@@ -73,8 +77,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
     user: Any = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Channels' ``AsyncConsumer.__call__``, with the socket's and the layer's messages taken
+        by ``event_loop.dispatch_in_turn``."""
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name = await self.channel_layer.new_channel()
+        self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
+        self.base_send = send
         try:
-            await super().__call__(scope, receive, send)
+            await event_loop.dispatch_in_turn([receive, self.channel_receive], self.dispatch)
+        except StopConsumer:
+            pass
         except INFRASTRUCTURE_ERRORS:
             # The channel layer's receive failed (its Redis is gone): not a crash of ours, and
             # the client should reconnect and resume (PROTOCOL.md section 4: 4503).
