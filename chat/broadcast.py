@@ -10,17 +10,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import time
 import weakref
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.conf import settings
 from django.db import transaction
 
-from . import metrics, presence, selectors
+from . import presence, publisher, selectors
 from .clock import now_ms
 from .protocol import encode, user_list_frame
 from .threads import on_read_threads
@@ -36,9 +32,9 @@ def user_group(user_id: int) -> str:
     return f"user.{user_id}"
 
 
-async def send_to_room(
+def _room_event(
     room_id: int, frame: dict[str, Any], *, exclude_user_id: int | None = None, author_id: int | None = None
-) -> None:
+) -> dict[str, Any]:
     """``author_id`` marks a new message, so that the posting socket can put its ack first."""
     # The room, so that a socket that has just left it drops what was on its way already.
     event: dict[str, Any] = {"type": "chat.frame", "text": encode(frame), "room_id": room_id}
@@ -49,13 +45,20 @@ async def send_to_room(
         event["exclude_user_id"] = exclude_user_id
     if author_id is not None:
         event["author_id"] = author_id
+    return event
+
+
+async def send_to_room(room_id: int, frame: dict[str, Any], *, exclude_user_id: int | None = None) -> None:
+    event = _room_event(room_id, frame, exclude_user_id=exclude_user_id)
     await get_channel_layer().group_send(room_group(room_id), event)
 
 
+def _user_event(frame: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "chat.frame", "text": encode(frame), "personal": True}
+
+
 async def send_to_user(user_id: int, frame: dict[str, Any]) -> None:
-    await get_channel_layer().group_send(
-        user_group(user_id), {"type": "chat.frame", "text": encode(frame), "personal": True}
-    )
+    await get_channel_layer().group_send(user_group(user_id), _user_event(frame))
 
 
 @dataclasses.dataclass
@@ -145,90 +148,20 @@ async def close_user_sockets(*, user_id: int, code: int) -> None:
 
 
 # --- After-commit versions, for the service layer -------------------------------------------
-# A rolled-back write never reaches anyone: these only queue the send with on_commit. The send
-# itself is handed to the server's event loop, so the database thread (one per process, shared
-# by every socket) goes straight on to the next request instead of waiting for the channel layer.
+# A rolled-back write never reaches anyone: these only queue the send with on_commit, and the
+# commit hook hands it to this process's publisher (chat/publisher.py).
 
 
-class _Publisher:
-    """Sends, one after the other and in the order they were committed, on one event loop."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.jobs: asyncio.Queue[tuple[float, Callable[[], Awaitable[None]]]] = asyncio.Queue()
-        self.task = loop.create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            committed_at, job = await self.jobs.get()
-            metrics.observe_broadcast_lag(time.monotonic() - committed_at)
-            try:
-                await job()
-            except Exception:
-                # The write is committed and acknowledged; whoever missed it finds it by seq.
-                metrics.layer_error()
-                logger.exception("broadcast after commit failed")
-
-    def take(self, job: Callable[[], Awaitable[None]], committed_at: float) -> None:
-        """On the loop: queue ``job``, unless the queue is over its bound (the channel layer is
-        that far behind); then it is dropped, as the layer itself may drop an event."""
-        if self.jobs.qsize() >= settings.CHAT_BROADCAST_QUEUE_MAX:
-            metrics.layer_error()
-            logger.error("broadcast queue full (%d); an event is dropped", self.jobs.qsize())
-            return
-        self.jobs.put_nowait((committed_at, job))
-
-    def usable(self) -> bool:
-        return not self.loop.is_closed() and self.loop.is_running() and not self.task.done()
-
-
-_publisher: _Publisher | None = None
-
-
-def start_publisher() -> None:
-    """Called on the server's event loop (by each socket as it opens): after-commit sends from
-    any thread of this process are handed to it from now on."""
-    global _publisher
-    if _publisher is None or not _publisher.usable():
-        _publisher = _Publisher(asyncio.get_running_loop())
-
-
-def broadcasts_waiting() -> int:
-    """How many committed broadcasts wait for their turn in this process (shutdown waits)."""
-    publisher = _publisher
-    return publisher.jobs.qsize() if publisher is not None and publisher.usable() else 0
-
-
-async def _run_job(job: Callable[[], Awaitable[None]]) -> None:
-    await job()
-
-
-def _after_commit(job: Callable[[], Awaitable[None]]) -> None:
-    def publish() -> None:
-        publisher = _publisher
-        if publisher is not None and publisher.usable():
-            # call_soon_threadsafe runs callbacks in the order given: commit order is kept.
-            publisher.loop.call_soon_threadsafe(publisher.take, job, time.monotonic())
-            return
-        try:
-            # No event loop of ours (a management command, the shell, a sync test, a process
-            # that has served no socket yet), or it has stopped (shutting down): a loop of this
-            # call's own. Never the stopped one: a job handed to it would wait for ever.
-            async_to_sync(_run_job, force_new_loop=publisher is not None)(job)
-        except Exception:
-            # Committed already: the write stands, whoever missed the event finds it by seq.
-            metrics.layer_error()
-            logger.exception("broadcast after commit failed")
-
-    transaction.on_commit(publish)
+def _after_commit(item: publisher.Item) -> None:
+    transaction.on_commit(lambda: publisher.hand_over(item))
 
 
 def send_to_room_on_commit(room_id: int, frame: dict[str, Any], *, author_id: int | None = None) -> None:
-    _after_commit(lambda: send_to_room(room_id, frame, author_id=author_id))
+    _after_commit(publisher.GroupSend(room_group(room_id), _room_event(room_id, frame, author_id=author_id)))
 
 
 def send_to_user_on_commit(user_id: int, frame: dict[str, Any]) -> None:
-    _after_commit(lambda: send_to_user(user_id, frame))
+    _after_commit(publisher.GroupSend(user_group(user_id), _user_event(frame)))
 
 
 def subscribe_user_on_commit(

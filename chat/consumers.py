@@ -36,6 +36,7 @@ from . import (
     posting,
     presence,
     protocol,
+    publisher,
     ratelimit,
     selectors,
     services,
@@ -133,7 +134,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # Events caused by the frame being answered wait for its answer (``_deliver``).
         self.answering = False
         self.held_events: list[tuple[Callable[[dict], Awaitable[None]], dict]] = []
-        broadcast.start_publisher()
+        publisher.start()
         self.rooms: dict[int, str] = {}
         # Per room, the newest seq this socket fetched from the store on joining its group.
         self.caught_up: dict[int, int] = {}
@@ -489,6 +490,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     return  # fetched from the store already, when this socket joined the group
                 del self.caught_up[room_id]
         await self._deliver(event, self._send_event_text)
+
+    async def chat_frames(self, event: dict[str, Any]) -> None:
+        """Several ``chat.frame`` events of one room, sent as one (chat.publisher)."""
+        for single in event["events"]:
+            await self.chat_frame(single)
 
     async def _send_event_text(self, event: dict[str, Any]) -> None:
         await self.send(text_data=event["text"])

@@ -34,7 +34,7 @@ from django.conf import settings
 from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort
 
-from . import broadcast, protocol
+from . import protocol, publisher
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def _nothing() -> None:
 def _publishing() -> bool:
     # After-commit broadcasts wait in the publisher's queue: one left there would reach no other
     # process.
-    return broadcast.broadcasts_waiting() > 0
+    return publisher.waiting() > 0
 
 
 async def _close_sockets(server: Any, *, until: float) -> None:
