@@ -2,6 +2,7 @@
 
 import gc
 import os
+import sys
 
 from django.core.asgi import get_asgi_application
 
@@ -10,6 +11,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
 
 from chat import transport  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
@@ -30,3 +32,8 @@ application = ProtocolTypeRouter(
 # each full collection walks all of it, a pause of 80-130 ms measured under load that every
 # socket of the process feels at once; frozen, collections only walk what was made since.
 gc.freeze()
+
+# The event loop and the database thread share the GIL. A thread coming back from the database
+# with its answer waits until the loop lets go of the GIL, at most the switch interval (CPython's
+# default, 5 ms): a batch of posts makes about eight round trips, each paying that wait under load.
+sys.setswitchinterval(settings.CHAT_GIL_SWITCH_SECONDS)

@@ -331,6 +331,8 @@ CHAT_UPLOAD_THREADS = env.int("CHAT_UPLOAD_THREADS", default=2)
 CHAT_READ_THREADS = env.int("CHAT_READ_THREADS", default=4)
 # How often each process checks that the channel layer's Redis has lost no events (restart,
 # flush, outage; chat/layer_watch.py): sockets hear of a loss (4503) within about twice this.
+# The server process's GIL switch interval (chatsite/asgi.py); CPython's default is 0.005.
+CHAT_GIL_SWITCH_SECONDS = env.float("CHAT_GIL_SWITCH_SECONDS", default=0.005)
 CHAT_LAYER_WATCH_SECONDS = env.float("CHAT_LAYER_WATCH_SECONDS", default=2.0)
 # Committed broadcasts that may wait for the channel layer in one process before new ones are
 # dropped (logged; clients find dropped events by seq).
