@@ -13,7 +13,6 @@ import logging
 import weakref
 from typing import Any
 
-from channels.layers import get_channel_layer
 from django.db import transaction
 
 from . import presence, publisher, selectors
@@ -50,7 +49,7 @@ def _room_event(
 
 async def send_to_room(room_id: int, frame: dict[str, Any], *, exclude_user_id: int | None = None) -> None:
     event = _room_event(room_id, frame, exclude_user_id=exclude_user_id)
-    await get_channel_layer().group_send(room_group(room_id), event)
+    await publisher.group_send(room_group(room_id), event)
 
 
 def _user_event(frame: dict[str, Any]) -> dict[str, Any]:
@@ -58,7 +57,7 @@ def _user_event(frame: dict[str, Any]) -> dict[str, Any]:
 
 
 async def send_to_user(user_id: int, frame: dict[str, Any]) -> None:
-    await get_channel_layer().group_send(user_group(user_id), _user_event(frame))
+    await publisher.group_send(user_group(user_id), _user_event(frame))
 
 
 @dataclasses.dataclass
@@ -119,7 +118,7 @@ async def subscribe_user(
     had joined. ``announce`` asks each socket to send the room its new ``user_list`` once
     subscribed; a socket's own ``join_room`` does that itself, after ``room_state`` and
     ``history``."""
-    await get_channel_layer().group_send(
+    await publisher.group_send(
         user_group(user_id),
         {
             "type": "chat.subscribed",
@@ -135,7 +134,7 @@ async def subscribe_user(
 
 async def unsubscribe_user(*, user_id: int, room_id: int, room_slug: str, frame: dict[str, Any]) -> None:
     """Tell every socket of the user to leave the room's group, and tell the room."""
-    await get_channel_layer().group_send(
+    await publisher.group_send(
         user_group(user_id),
         {"type": "chat.unsubscribed", "room_id": room_id, "slug": room_slug, "text": encode(frame), "personal": True},
     )
@@ -144,7 +143,7 @@ async def unsubscribe_user(*, user_id: int, room_id: int, room_slug: str, frame:
 
 
 async def close_user_sockets(*, user_id: int, code: int) -> None:
-    await get_channel_layer().group_send(user_group(user_id), {"type": "chat.close", "code": code})
+    await publisher.group_send(user_group(user_id), {"type": "chat.close", "code": code})
 
 
 # --- After-commit versions, for the service layer -------------------------------------------

@@ -12,7 +12,6 @@ import collections
 import dataclasses
 import functools
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -40,6 +39,7 @@ from . import (
     ratelimit,
     selectors,
     services,
+    session_watch,
     uploads,
 )
 from .clock import now_ms
@@ -153,7 +153,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             for room_id, slug in self.rooms.items():
                 await self._announce_presence(room_id, slug)
         await self._send_frame(self._welcome(memberships))
-        self.recheck_task = asyncio.ensure_future(self._recheck_periodically())
+        session_watch.watch(self)
 
     async def disconnect(self, code: int) -> None:
         if self.user is None or getattr(self, "gone", False):
@@ -163,9 +163,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         layer_watch.unwatch(self)
         # Frames not yet handled are dropped with the socket: the client re-sends unacknowledged
         # messages when it reconnects, and their messageId makes that safe.
-        for task in (getattr(self, "frame_task", None), getattr(self, "recheck_task", None)):
-            if task is not None:
-                task.cancel()
+        session_watch.unwatch(self)
+        frame_task = getattr(self, "frame_task", None)
+        if frame_task is not None:
+            frame_task.cancel()
         try:
             went_offline = await presence.socket_disconnected(user_id=self.user.pk, channel_name=self.channel_name)
             await self.channel_layer.group_discard(broadcast.user_group(self.user.pk), self.channel_name)
@@ -177,24 +178,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except INFRASTRUCTURE_ERRORS:
             # Redis is gone: this socket's presence entry ages out by itself (its expiry).
             logger.warning("a socket's presence could not be cleared", exc_info=True)
-
-    async def _recheck_periodically(self) -> None:
-        """Channels checks auth only at the handshake: re-check the session (expiry, logout
-        elsewhere, password change, deactivation) and keep this socket's presence fresh."""
-        while True:
-            # Spread out: sockets that connected together (a restart, a reconnect storm) would
-            # otherwise all re-check at the same moment, and that burst delays everyone's messages.
-            await asyncio.sleep(settings.CHAT_AUTH_RECHECK_SECONDS * random.uniform(0.5, 1.5))  # noqa: S311 — not security
-            try:
-                verdict = await on_read_threads(selectors.socket_auth_verdict)(scope=self.scope)
-                if verdict is not None:
-                    await self.close(code=verdict)
-                    return
-                await presence.socket_connected(user_id=self.user.pk, channel_name=self.channel_name)
-            except Exception:
-                # A database or Redis hiccup must not end the re-checks of this socket for good:
-                # the next round tries again (a lost channel layer is chat.layer_watch's).
-                logger.warning("a socket's session re-check failed; retrying later", exc_info=True)
 
     # --- Frames in ---------------------------------------------------------------------------
 

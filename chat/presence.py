@@ -53,6 +53,23 @@ async def socket_connected(*, user_id: int, channel_name: str) -> bool:
         return was_offline
 
 
+async def sockets_refreshed(sockets: list[tuple[int, str]]) -> None:
+    """Push back the expiry of many live sockets (user id, channel name) at once."""
+    if not sockets:
+        return
+    expires = _now() + settings.CHAT_PRESENCE_TTL_SECONDS
+    if shared_state.uses_redis():
+        async with shared_state.async_client().pipeline(transaction=False) as pipe:
+            for user_id, channel_name in sockets:
+                pipe.zadd(_key(user_id), {channel_name: expires})
+                pipe.expire(_key(user_id), int(settings.CHAT_PRESENCE_TTL_SECONDS) * 2)
+            await pipe.execute()
+        return
+    with _memory_lock:
+        for user_id, channel_name in sockets:
+            _memory.setdefault(user_id, {})[channel_name] = expires
+
+
 async def socket_disconnected(*, user_id: int, channel_name: str) -> bool:
     """Forget a socket. Returns True when it was the user's last live socket."""
     now = _now()

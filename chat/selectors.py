@@ -13,6 +13,7 @@ from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
 from django.db import connection
 from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
+from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
 from accounts.models import User
@@ -154,22 +155,46 @@ def unauthenticated_close_code(*, scope: dict) -> int:
     return CLOSE_AUTH_REQUIRED
 
 
-def socket_auth_verdict(*, scope: dict) -> int | None:
-    """None while the socket's user may stay connected, else the close code to use.
+def socket_auth_verdicts(*, scopes: list[dict]) -> list[int | None]:
+    """For each open socket (its scope), None while its user may stay connected, else the close
+    code to use; in a few queries for all of them.
 
     Session sockets follow their session: logged out, expired, or authenticated with an old
     password hash is 4401. Any socket of a deactivated user is 4403."""
-    user = User.objects.filter(pk=scope["user"].pk).first()
-    if user is None:
-        return CLOSE_AUTH_REQUIRED
-    if not user.is_active:
-        return CLOSE_FORBIDDEN
-    if scope.get("auth_via") == "ticket":
-        return None
-    session_key = getattr(scope.get("session"), "session_key", None)
-    if not session_key:
-        return CLOSE_AUTH_REQUIRED
-    data = import_module(settings.SESSION_ENGINE).SessionStore(session_key=session_key).load()
+    users = {user.pk: user for user in User.objects.filter(pk__in={scope["user"].pk for scope in scopes})}
+    keys = {
+        key
+        for scope in scopes
+        if scope.get("auth_via") != "ticket" and (key := getattr(scope.get("session"), "session_key", None))
+    }
+    session_data = _sessions_data(keys)
+    verdicts: list[int | None] = []
+    for scope in scopes:
+        user = users.get(scope["user"].pk)
+        if user is None:
+            verdicts.append(CLOSE_AUTH_REQUIRED)
+        elif not user.is_active:
+            verdicts.append(CLOSE_FORBIDDEN)
+        elif scope.get("auth_via") == "ticket":
+            verdicts.append(None)
+        else:
+            key = getattr(scope.get("session"), "session_key", None)
+            verdicts.append(_session_verdict(session_data.get(key, {}) if key else {}, user))
+    return verdicts
+
+
+def _sessions_data(keys: set[str]) -> dict[str, dict]:
+    """The data of each live session among ``keys`` (missing: logged out or expired)."""
+    if settings.SESSION_ENGINE == "django.contrib.sessions.backends.db":
+        from django.contrib.sessions.models import Session
+
+        live = Session.objects.filter(session_key__in=keys, expire_date__gt=timezone.now())
+        return {session.session_key: session.get_decoded() for session in live}
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    return {key: store(session_key=key).load() for key in keys}
+
+
+def _session_verdict(data: dict, user: User) -> int | None:
     if data.get(SESSION_KEY) != str(user.pk):
         return CLOSE_AUTH_REQUIRED
     if not constant_time_compare(data.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash()):

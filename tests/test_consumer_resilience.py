@@ -29,16 +29,16 @@ async def test_the_session_recheck_survives_a_failing_round_and_still_closes_a_l
     connect, monkeypatch
 ):
     (alice,) = await lobby_with("alice")
-    real_verdict = selectors.socket_auth_verdict
+    real_verdicts = selectors.socket_auth_verdicts
     failures = []
 
     def first_round_fails(**kwargs):
         if not failures:
             failures.append(1)
             raise OperationalError("the database went away for a moment")
-        return real_verdict(**kwargs)
+        return real_verdicts(**kwargs)
 
-    monkeypatch.setattr(selectors, "socket_auth_verdict", first_round_fails)
+    monkeypatch.setattr(selectors, "socket_auth_verdicts", first_round_fails)
     socket = await connect(alice)
     # The test settings re-check every 0.5 s (on average): wait for the failing round.
     for _ in range(50):
@@ -95,3 +95,16 @@ async def test_presence_announcements_go_on_after_a_waiting_one_is_cancelled(con
     monkeypatch.setattr(selectors, "member_profiles", real_profiles)
     await broadcast.announce_presence(room_id=room_id, room_slug="lobby")
     await socket.expect("user_list", timeout=3)
+
+
+async def test_one_round_of_rechecks_closes_only_the_sockets_whose_session_ended(connect):
+    alice, bob = await lobby_with("alice", "bob")
+    a, b = await connect(alice), await connect(bob)
+    # alice's session is deleted without a signal (as clearsessions or the admin do)
+    sessions = await sync_to_async(lambda: list(Session.objects.all()))()
+    bob_key = next(s.session_key for s in sessions if s.get_decoded().get("_auth_user_id") == str(bob.pk))
+    await sync_to_async(Session.objects.exclude(session_key=bob_key).delete)()
+    assert await a.expect_close(timeout=5) == 4401
+    await asyncio.sleep(1.5)  # three more rounds of re-checks at the test settings' 0.5 s
+    await b.send({"type": "ping"})
+    await b.expect("pong")
