@@ -13,6 +13,7 @@ import logging
 import weakref
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 
 from . import presence, publisher, selectors
@@ -85,6 +86,9 @@ async def announce_presence(*, room_id: int, room_slug: str) -> None:
         return
     room.waiting = True
     try:
+        # A short wait first: in a connect storm every socket of the room asks within moments,
+        # and all of them are answered by this one list.
+        await asyncio.sleep(settings.CHAT_PRESENCE_COALESCE_SECONDS)
         await room.lock.acquire()
     finally:
         # Also when cancelled while waiting (a socket that went away mid-join): left set, it

@@ -44,7 +44,6 @@ from . import (
 )
 from .clock import now_ms
 from .exceptions import ChatError
-from .models import Room
 from .protocol import FrameError, RequestContext
 from .threads import on_read_threads, on_upload_threads
 
@@ -267,8 +266,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self._announce_presence(room.pk, room.slug)
 
     def _join_replay(self, access: selectors.RoomAccess, request: protocol.JoinRoom) -> tuple[dict, dict]:
-        """``room_state`` and ``history`` for a join, read in one trip to the database thread."""
-        room = Room.objects.get(pk=access.room.pk)
+        """``room_state`` and ``history`` for a join, read in one trip to the read threads. The
+        room as the join just read it: a post committed since shows in ``history`` (read after
+        the socket joined the group) even if ``lastSeq`` missed it, and clients take the higher."""
+        room = access.room
         state = protocol.room_state_frame(
             room=room,
             membership=access.membership,

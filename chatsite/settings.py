@@ -291,6 +291,9 @@ CHAT_WS_TICKET_SECONDS = 60
 # and refreshes its presence entries.
 CHAT_AUTH_RECHECK_SECONDS = env.float("CHAT_AUTH_RECHECK_SECONDS", default=15.0)
 CHAT_PRESENCE_TTL_SECONDS = env.float("CHAT_PRESENCE_TTL_SECONDS", default=60.0)
+# A room's user_list goes out this long after the first change that asks for it, covering every
+# change meanwhile (a connect storm asks once per socket).
+CHAT_PRESENCE_COALESCE_SECONDS = env.float("CHAT_PRESENCE_COALESCE_SECONDS", default=0.05)
 # Prefix of our own Redis keys (presence, rate limits), beside the channel layer's.
 CHAT_REDIS_KEY_PREFIX = env.str("CHAT_REDIS_KEY_PREFIX", default="chat:")
 
