@@ -18,12 +18,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-import weakref
 from typing import Protocol
 
 from django.conf import settings
 
 from . import metrics, shared_state
+from .watched_sockets import Watch, WatchedSockets
 
 logger = logging.getLogger(__name__)
 
@@ -32,17 +32,13 @@ class Closable(Protocol):
     async def close(self, code: int | None = None) -> None: ...
 
 
-class _Watch:
+class _Watch(Watch):
     def __init__(self) -> None:
-        self.sockets: weakref.WeakSet[Closable] = weakref.WeakSet()
-        self.task: asyncio.Task[None] | None = None
+        super().__init__()
         self.run_id: str | None = None
         self.mark = uuid.uuid4().hex
         self.marked = False
         self.healthy = True
-
-
-_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watch] = weakref.WeakKeyDictionary()
 
 
 def _epoch_key() -> str:
@@ -53,19 +49,11 @@ def watch(socket: Closable) -> None:
     """Close ``socket`` with 4503 when Redis loses events (called by each socket as it opens)."""
     if not shared_state.uses_redis():
         return  # the in-memory layer lives and dies with the process
-    loop = asyncio.get_running_loop()
-    state = _watches.get(loop)
-    if state is None:
-        state = _watches[loop] = _Watch()
-    state.sockets.add(socket)
-    if state.task is None or state.task.done():
-        state.task = loop.create_task(_run(state))
+    _sockets.add(socket)
 
 
 def unwatch(socket: Closable) -> None:
-    state = _watches.get(asyncio.get_running_loop())
-    if state is not None:
-        state.sockets.discard(socket)
+    _sockets.discard(socket)
 
 
 async def _run(state: _Watch) -> None:
@@ -81,6 +69,9 @@ async def _run(state: _Watch) -> None:
         else:
             metrics.layer_error()  # the same incident: its sockets were closed already
         await asyncio.sleep(settings.CHAT_LAYER_WATCH_SECONDS)
+
+
+_sockets = WatchedSockets(_Watch, _run)
 
 
 async def _close_all(state: _Watch, problem: str) -> None:

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from typing import Any, Protocol
 
 from django.conf import settings
 
 from . import presence, selectors
 from .threads import on_read_threads
+from .watched_sockets import Watch, WatchedSockets
 
 logger = logging.getLogger(__name__)
 
@@ -32,32 +32,15 @@ class Watched(Protocol):
     async def close(self, code: int | None = None) -> None: ...
 
 
-class _Watch:
-    def __init__(self) -> None:
-        self.sockets: weakref.WeakSet[Watched] = weakref.WeakSet()
-        self.task: asyncio.Task[None] | None = None
-
-
-_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watch] = weakref.WeakKeyDictionary()
-
-
 def watch(socket: Watched) -> None:
-    loop = asyncio.get_running_loop()
-    state = _watches.get(loop)
-    if state is None:
-        state = _watches[loop] = _Watch()
-    state.sockets.add(socket)
-    if state.task is None or state.task.done():
-        state.task = loop.create_task(_run(state))
+    _sockets.add(socket)
 
 
 def unwatch(socket: Watched) -> None:
-    state = _watches.get(asyncio.get_running_loop())
-    if state is not None:
-        state.sockets.discard(socket)
+    _sockets.discard(socket)
 
 
-async def _run(state: _Watch) -> None:
+async def _run(state: Watch) -> None:
     while state.sockets:
         await asyncio.sleep(settings.CHAT_AUTH_RECHECK_SECONDS)
         try:
@@ -66,6 +49,9 @@ async def _run(state: _Watch) -> None:
             # A database or Redis hiccup must not end the re-checks for good: the next round
             # tries again (a lost channel layer is chat.layer_watch's).
             logger.warning("the session re-check failed; retrying next round", exc_info=True)
+
+
+_sockets = WatchedSockets(Watch, _run)
 
 
 async def _recheck(sockets: list[Watched]) -> None:
