@@ -5,13 +5,14 @@ tombstone keeps the edited text for staff) or is refused, and two deletes record
 Threads race on real connections, so this runs on PostgreSQL as on SQLite.
 """
 
+import json
 import threading
 from functools import partial
 
 import pytest
 from django.db import connection
 
-from chat import broadcast, services
+from chat import publisher, services
 from chat.exceptions import Invalid
 from chat.models import Membership, Message, Room
 from tests.conftest import make_user
@@ -21,16 +22,18 @@ ROUNDS = 25
 
 @pytest.fixture
 def sent_frames(monkeypatch):
-    """Every change frame a room got, recorded where ``broadcast.send_to_room`` runs: after commit."""
+    """Every change frame a room got, recorded where the publisher takes it: after commit."""
     frames = []
     lock = threading.Lock()
 
-    async def record(room_id, frame, *, author_id=None):
-        if frame["type"] in ("message_updated", "message_deleted"):
-            with lock:
-                frames.append(frame)
+    def record(item):
+        if isinstance(item, publisher.GroupSend) and "text" in item.event:
+            frame = json.loads(item.event["text"])
+            if frame["type"] in ("message_updated", "message_deleted"):
+                with lock:
+                    frames.append(frame)
 
-    monkeypatch.setattr(broadcast, "send_to_room", record)
+    monkeypatch.setattr(publisher, "hand_over", record)
     return frames
 
 

@@ -91,11 +91,12 @@ async def reconnected(address: str, user, attempts: int = 3):
     """A client that reconnects after 4503, as the guide's does (once more if the server was
     still noticing the incident when it came back)."""
     for _ in range(attempts):
-        client = await open_client(address, user)
         try:
+            client = await open_client(address, user)
             await join(client)
             return client
-        except websockets.ConnectionClosed:
+        except (OSError, websockets.WebSocketException):
+            # Refused or closed while the server was still getting over the incident.
             await asyncio.sleep(0.5)
     raise AssertionError("could not reconnect")
 
