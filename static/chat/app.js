@@ -211,8 +211,9 @@ function renderSidebar() {
   const all = [...rooms.values()];
   const byName = (a, b) => a.displayName.localeCompare(b.displayName, pageLanguage());
   syncList(el.roomList, all.filter((room) => room.kind !== "direct").sort(byName));
-  syncList(el.dmList, all.filter((room) => room.kind === "direct").sort(byName));
-  $("#dm-empty").hidden = all.some((room) => room.kind === "direct");
+  const direct = all.filter((room) => room.kind === "direct" && !room.draft);
+  syncList(el.dmList, direct.sort(byName));
+  $("#dm-empty").hidden = direct.length > 0;
   updateTitle();
 }
 
@@ -569,8 +570,10 @@ client.on("room_state", (frame) => {
   room.lastSeq = Math.max(room.lastSeq, extra.lastSeq ?? 0);
   room.readSeq = Math.max(room.readSeq, extra.readSeq ?? 0);
   if (pendingDirect && room.kind === "direct" && room.name.split(", ").includes(pendingDirect)) {
+    const draft = `@${pendingDirect}`;
     pendingDirect = null;
-    openRoom(room.slug);
+    rooms.delete(draft);
+    if (current === draft) openRoom(room.slug);
   }
   if (room.slug === current) renderHeader();
   renderSidebar();
@@ -614,7 +617,6 @@ client.on("error", (frame) => {
       renderSidebar();
     }
   }
-  if (extra.requestType === "read" && pendingDirect) pendingDirect = null;
   showAlert(errorText(frame));
 });
 
@@ -628,7 +630,7 @@ function errorText(frame) {
       }
       return gettext("You are not allowed to do that here.");
     case "not_found":
-      return frame.extra?.requestType === "read"
+      return frame.room?.startsWith("@")
         ? gettext("There is no such user.")
         : gettext("That room or message does not exist, or it is private.");
     case "rate_limited":
@@ -726,10 +728,13 @@ function startDirect(username) {
       return;
     }
   }
-  // "@username" opens (or reuses) the pair's direct room (PROTOCOL.md section 2); a read
-  // at 0 does it without posting anything. room_added, then room_state, follow.
+  // The pair's direct room opens with its first message to "@username" (PROTOCOL.md section
+  // 2: nothing else creates it). Until then a draft under that address takes the message;
+  // room_added, then room_state, follow, and the real room replaces the draft.
   pendingDirect = username;
-  client.send({ type: "read", to: `@${username}`, timestamp: Date.now(), extra: { seq: 0 } });
+  const draft = ensureRoom(`@${username}`, { kind: "direct", name: `${me.username}, ${username}`, loaded: true });
+  draft.draft = true;
+  openRoom(draft.slug, { push: false });
 }
 
 function showUser(username) {
