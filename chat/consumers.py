@@ -43,6 +43,7 @@ from . import (
     uploads,
 )
 from .clock import now_ms
+from .consumer_events import LayerEvents
 from .exceptions import ChatError
 from .protocol import FrameError, RequestContext
 from .threads import on_read_threads, on_upload_threads
@@ -73,7 +74,7 @@ def _close_code_for(exc: BaseException) -> int:
     return protocol.CLOSE_SERVER_ERROR
 
 
-class ChatConsumer(AsyncWebsocketConsumer):
+class ChatConsumer(LayerEvents, AsyncWebsocketConsumer):
     user: Any = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -447,69 +448,3 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _announce_presence(self, room_id: int, slug: str) -> None:
         await broadcast.announce_presence(room_id=room_id, room_slug=slug)
-
-    # --- Channel-layer events (our own types only) -------------------------------------------
-
-    async def _deliver(self, event: dict[str, Any], action: Callable[[dict], Awaitable[None]]) -> None:
-        """Act on an event now, unless this socket is answering one of its own frames and the
-        event is this user's (an echo of their message, a personal notice such as
-        ``room_added``): those follow the answer, as they would if the socket handled one thing
-        at a time (its ``ack`` before its copy of the ``message``; ``room_state`` and
-        ``history`` of a join before its ``room_added``). Other people's traffic goes on."""
-        if self.answering and (event.get("personal") or event.get("author_id") == self.user.pk):
-            self.held_events.append((action, event))
-        else:
-            await action(event)
-
-    async def chat_frame(self, event: dict[str, Any]) -> None:
-        if event.get("exclude_user_id") == self.user.pk:
-            return
-        room_id = event.get("room_id")
-        if room_id is not None:
-            if room_id not in self.rooms:
-                return  # left meanwhile: the event was on its way before the group was
-            caught_up = self.caught_up.get(room_id)
-            if caught_up is not None and "seq" in event:
-                if event["seq"] <= caught_up:
-                    return  # fetched from the store already, when this socket joined the group
-                del self.caught_up[room_id]
-        await self._deliver(event, self._send_event_text)
-
-    async def chat_frames(self, event: dict[str, Any]) -> None:
-        """Several ``chat.frame`` events of one room, sent as one (chat.publisher)."""
-        for single in event["events"]:
-            await self.chat_frame(single)
-
-    async def _send_event_text(self, event: dict[str, Any]) -> None:
-        await self.send(text_data=event["text"])
-
-    async def chat_subscribed(self, event: dict[str, Any]) -> None:
-        await self._deliver(event, self._subscribed)
-
-    async def _subscribed(self, event: dict[str, Any]) -> None:
-        room_id, slug = event["room_id"], event["slug"]
-        new_here = room_id not in self.rooms
-        self.rooms[room_id] = slug
-        await self.channel_layer.group_add(broadcast.room_group(room_id), self.channel_name)
-        await self.send(text_data=event["text"])
-        if new_here:
-            # What the room got before this socket joined its group was published to a group
-            # it was not in yet: fetch it (broadcast.subscribe_user), and skip its live copies.
-            missed = await on_read_threads(selectors.messages_after)(room_id=room_id, seq=event["after_seq"])
-            for message in missed:
-                await self._send_frame(protocol.message_payload(message))
-            if missed:
-                self.caught_up[room_id] = missed[-1].seq
-        if event.get("announce"):
-            await self._announce_presence(room_id, slug)
-
-    async def chat_unsubscribed(self, event: dict[str, Any]) -> None:
-        await self._deliver(event, self._unsubscribed)
-
-    async def _unsubscribed(self, event: dict[str, Any]) -> None:
-        self.rooms.pop(event["room_id"], None)
-        await self.channel_layer.group_discard(broadcast.room_group(event["room_id"]), self.channel_name)
-        await self.send(text_data=event["text"])
-
-    async def chat_close(self, event: dict[str, Any]) -> None:
-        await self.close(code=event["code"])
