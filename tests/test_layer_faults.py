@@ -78,6 +78,17 @@ async def live_messages(client, count: int, timeout: float = 5) -> list[int]:
     return seqs
 
 
+async def joined(address: str, user):
+    client = await open_client(address, user)
+    await join(client)
+    return client
+
+
+async def both_closed_going_away(a, b) -> None:
+    codes = await asyncio.gather(close_code_within(a, CLOSED_WITHIN), close_code_within(b, CLOSED_WITHIN))
+    assert [code for code, _ in codes] == [GOING_AWAY, GOING_AWAY], codes
+
+
 async def close_code_within(client, seconds: float) -> tuple[int | None, float]:
     started = time.monotonic()
     with contextlib.suppress(websockets.ConnectionClosed, TimeoutError):
@@ -119,15 +130,11 @@ async def resume_and_check(address: str, user, last_seq: int) -> list[int]:
 async def test_a_flushall_under_open_sockets_closes_them_4503_and_nothing_is_lost(own_redis):  # noqa: F811
     alice, bob = await lobby_with("alice", "bob")
     with two_servers(own_redis) as (first, second):
-        a = await open_client(first, alice)
-        b = await open_client(second, bob)
-        await join(a)
-        await join(b)
+        a, b = await joined(first, alice), await joined(second, bob)
         seq = await post(a, "before")
         assert await live_messages(b, 1) == [seq]
         own_redis.client().flushall()
-        codes = await asyncio.gather(close_code_within(a, CLOSED_WITHIN), close_code_within(b, CLOSED_WITHIN))
-        assert [code for code, _ in codes] == [GOING_AWAY, GOING_AWAY], codes
+        await both_closed_going_away(a, b)
         # Both clients come back and resume: a message posted now reaches the other process.
         a = await open_client(first, alice)
         b = await open_client(second, bob)
@@ -143,15 +150,11 @@ async def test_a_flushall_under_open_sockets_closes_them_4503_and_nothing_is_los
 async def test_redis_down_closes_sockets_4503_and_clients_resume_with_everything(own_redis):  # noqa: F811
     alice, bob = await lobby_with("alice", "bob")
     with two_servers(own_redis) as (first, second):
-        a = await open_client(first, alice)
-        b = await open_client(second, bob)
-        await join(a)
-        await join(b)
+        a, b = await joined(first, alice), await joined(second, bob)
         first_seq = await post(a, "before")
         await live_messages(b, 1)
         own_redis.stop()
-        codes = await asyncio.gather(close_code_within(a, CLOSED_WITHIN), close_code_within(b, CLOSED_WITHIN))
-        assert [code for code, _ in codes] == [GOING_AWAY, GOING_AWAY], codes
+        await both_closed_going_away(a, b)
         # Written while Redis was down (REST's limits fall back to memory): stored, seen by no one live.
         await sync_to_async(services.message_create)(user=alice, to="lobby", content="during", client_id="during")
         own_redis.start()
@@ -164,17 +167,21 @@ async def test_redis_down_closes_sockets_4503_and_clients_resume_with_everything
 async def test_a_redis_restart_closes_sockets_4503_and_live_delivery_comes_back(own_redis):  # noqa: F811
     alice, bob = await lobby_with("alice", "bob")
     with two_servers(own_redis) as (first, second):
-        a = await open_client(first, alice)
-        b = await open_client(second, bob)
-        await join(a)
-        await join(b)
+        a, b = await joined(first, alice), await joined(second, bob)
         own_redis.stop()
         own_redis.start()
-        codes = await asyncio.gather(close_code_within(a, CLOSED_WITHIN), close_code_within(b, CLOSED_WITHIN))
-        assert [code for code, _ in codes] == [GOING_AWAY, GOING_AWAY], codes
-        # Clients come back, and messages cross processes live again.
-        a, b = await reconnected(first, alice), await reconnected(second, bob)
-        seq = await post(a, "after the restart")
-        assert await live_messages(b, 1) == [seq]
+        await both_closed_going_away(a, b)
+        # Clients come back, and messages cross processes live again. A client may be dropped
+        # once more while the server gets over the restart; it reconnects, as the guide's does.
+        for attempt in range(3):
+            a, b = await reconnected(first, alice), await reconnected(second, bob)
+            try:
+                seq = await post(a, f"after the restart {attempt}")
+                assert await live_messages(b, 1) == [seq]
+                break
+            except (OSError, websockets.WebSocketException):
+                await asyncio.sleep(0.5)
+        else:
+            raise AssertionError("no live delivery after the restart")
         await a.close()
         await b.close()
