@@ -25,7 +25,7 @@ from django.utils import timezone
 from accounts.models import User
 
 from . import broadcast, direct, metrics, protocol, ratelimit, selectors
-from .exceptions import ChatError, Forbidden, Invalid, NotFound, RateLimited
+from .exceptions import ChatError, Forbidden, Invalid, RateLimited
 from .models import Membership, Message, Room
 
 MENTION_RE = re.compile(r"(?<![\w@])@([\w.@+-]+)")
@@ -223,7 +223,7 @@ def _check_posts(posts: list[Post], outcomes: list[Outcome | None], slugs: dict[
         room = rooms.get(slug)
         membership = memberships.get((post.user.pk, room.pk)) if room is not None else None
         try:
-            _check_member(room, membership)
+            selectors.check_member(room, membership)
             content = clean_content(post.content) if post.kind == Message.Kind.TEXT else post.content
             if post.reply_to is not None and reply_rooms.get(post.reply_to) != room.pk:
                 raise Invalid("the message replied to is not in this room")
@@ -233,16 +233,6 @@ def _check_posts(posts: list[Post], outcomes: list[Outcome | None], slugs: dict[
             continue
         accepted.append(_Accepted(index, room, membership, content))
     return accepted
-
-
-def _check_member(room: Room | None, membership: Membership | None) -> None:
-    """Posting requires membership (PROTOCOL.md section 3); as ``selectors.room_for_member``."""
-    if room is None or (room.kind != Room.Kind.PUBLIC and (membership is None or membership.banned)):
-        raise NotFound("no such room")
-    if membership is not None and membership.banned:
-        raise Forbidden("you are banned from this room")
-    if membership is None:
-        raise Forbidden("join the room first")
 
 
 def _check_may_post(*, user: User, room: Room, membership: Membership) -> None:

@@ -49,20 +49,30 @@ def room_access(*, user: User, slug: str) -> RoomAccess:
         Membership.objects.select_related("room").filter(room__slug=slug, room__archived=False, user=user).first()
     )
     room = membership.room if membership is not None else Room.objects.filter(slug=slug, archived=False).first()
-    if room is None:
-        raise NotFound("no such room")
-    if room.kind != Room.Kind.PUBLIC and (membership is None or membership.banned):
-        raise NotFound("no such room")
+    check_visible(room, membership)
     return RoomAccess(room, membership)
+
+
+def check_visible(room: Room | None, membership: Membership | None) -> None:
+    """The room exists for the user: any public room, or one they are an unbanned member of."""
+    if room is None or (room.kind != Room.Kind.PUBLIC and (membership is None or membership.banned)):
+        raise NotFound("no such room")
+
+
+def check_member(room: Room | None, membership: Membership | None) -> None:
+    """The user is a member of the room, as posting, read markers and leaving require (PROTOCOL.md
+    section 3): a private room otherwise does not exist for them, a public one says join first."""
+    check_visible(room, membership)
+    if membership is not None and membership.banned:
+        raise Forbidden("you are banned from this room")
+    if membership is None:
+        raise Forbidden("join the room first")
 
 
 def room_for_member(*, user: User, slug: str) -> RoomAccess:
     """A room the user is a member of: posting, reading markers, leaving."""
     access = room_access(user=user, slug=slug)
-    if access.membership is not None and access.membership.banned:
-        raise Forbidden("you are banned from this room")
-    if access.membership is None:
-        raise Forbidden("join the room first")
+    check_member(access.room, access.membership)
     return access
 
 
