@@ -86,15 +86,6 @@ async def socket_disconnected(*, user_id: int, channel_name: str) -> bool:
         return not any(t > now for t in sockets.values())
 
 
-async def user_channels(*, user_id: int) -> list[str]:
-    """The channel names of the user's live sockets, on any process."""
-    now = _now()
-    if shared_state.uses_redis():
-        return await shared_state.async_client().zrangebyscore(_key(user_id), now, "+inf")
-    with _memory_lock:
-        return [c for c, t in _memory.get(user_id, {}).items() if t > now]
-
-
 async def online_user_ids(user_ids: list[int]) -> set[int]:
     """Which of ``user_ids`` have at least one live socket."""
     if not user_ids:

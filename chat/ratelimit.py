@@ -19,6 +19,9 @@ import itertools
 import threading
 import time
 
+import redis
+import redis.exceptions
+
 from . import shared_state
 
 _BUCKET_SCRIPT = """
@@ -65,14 +68,8 @@ def memory_entries() -> int:
 def take_token(key: str, *, capacity: int, refill_per_second: float) -> float:
     """Take one token from the bucket ``key``. Returns 0 when taken, else the seconds to wait
     (nothing is taken then, so a refused attempt costs nothing)."""
-    full_key = f"{shared_state.key_prefix()}bucket:{key}"
-    if shared_state.uses_redis():
-        try:
-            client = shared_state.sync_client()
-            return float(client.eval(_BUCKET_SCRIPT, 1, full_key, capacity, refill_per_second))
-        except shared_state.UNREACHABLE as error:
-            shared_state.warn_unreachable("rate_limits", error, instead=_FALLBACK)
-    return _take_token_memory(full_key, capacity, refill_per_second)
+    (wait,) = take_tokens([key], capacity=capacity, refill_per_second=refill_per_second)
+    return wait
 
 
 def take_tokens(keys: list[str], *, capacity: int, refill_per_second: float) -> list[float]:
@@ -83,15 +80,31 @@ def take_tokens(keys: list[str], *, capacity: int, refill_per_second: float) -> 
     full_keys = [f"{shared_state.key_prefix()}bucket:{key}" for key in keys]
     if shared_state.uses_redis():
         try:
-            client = shared_state.sync_client()
-            script = client.register_script(_BUCKET_SCRIPT)
-            with client.pipeline(transaction=False) as pipe:
-                for full_key in full_keys:
-                    script(keys=[full_key], args=[capacity, refill_per_second], client=pipe)
-                return [float(wait) for wait in pipe.execute()]
+            return _take_tokens_redis(shared_state.sync_client(), full_keys, capacity, refill_per_second)
         except shared_state.UNREACHABLE as error:
             shared_state.warn_unreachable("rate_limits", error, instead=_FALLBACK)
     return [_take_token_memory(full_key, capacity, refill_per_second) for full_key in full_keys]
+
+
+_bucket_sha: str | None = None
+
+
+def _take_tokens_redis(client: redis.Redis, full_keys: list[str], capacity: int, rate: float) -> list[float]:
+    """EVALSHA of the bucket script for each key, pipelined. redis-py's Script objects would ask
+    Redis whether the script is loaded before every pipeline, a second round trip per batch on
+    the database thread; the script is loaded once instead, and again after Redis forgot it."""
+    global _bucket_sha
+    for attempt in range(2):
+        if _bucket_sha is None or attempt:
+            _bucket_sha = client.script_load(_BUCKET_SCRIPT)
+        try:
+            with client.pipeline(transaction=False) as pipe:
+                for full_key in full_keys:
+                    pipe.evalsha(_bucket_sha, 1, full_key, capacity, rate)
+                return [float(wait) for wait in pipe.execute()]
+        except redis.exceptions.NoScriptError:
+            continue  # Redis restarted or its scripts were flushed
+    raise RuntimeError("the bucket script could not be loaded")
 
 
 def claim_interval(key: str, seconds: float) -> float:

@@ -11,7 +11,7 @@ from asgiref.sync import sync_to_async
 from django.db import OperationalError, connection
 from django.utils import timezone
 
-from chat import moderation, post_queue, posting, services
+from chat import moderation, post_queue, posting, ratelimit, services, shared_state
 from chat.exceptions import Forbidden, Invalid, NotFound, RateLimited
 from chat.models import Membership, Message, Room
 from tests.conftest import make_user
@@ -249,3 +249,14 @@ def test_a_mute_for_a_past_time_does_not_refuse(settings):
     Membership.objects.filter(user=alice).update(muted_until=timezone.now() - timedelta(seconds=1))
     (outcome,) = posting.store_posts([posting.Post(alice, "lobby", "free again", "a1")])
     assert outcome.message.seq == 1
+
+
+@pytest.mark.skipif(not shared_state.uses_redis(), reason="the bucket script lives in Redis (REDIS_URL)")
+def test_tokens_are_still_counted_after_redis_forgets_the_bucket_script(settings):
+    settings.CHAT_POST_BURST = 2
+    settings.CHAT_POST_REFILL_PER_SECOND = 0.001
+    limits = {"capacity": settings.CHAT_POST_BURST, "refill_per_second": settings.CHAT_POST_REFILL_PER_SECOND}
+    assert ratelimit.take_tokens(["post:x"], **limits) == [0.0]
+    shared_state.sync_client().script_flush()  # as a restart does
+    first, second = ratelimit.take_tokens(["post:x", "post:x"], **limits)
+    assert first == 0.0 and second > 0  # the burst of two: one left, then none
