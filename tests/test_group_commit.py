@@ -260,3 +260,25 @@ def test_tokens_are_still_counted_after_redis_forgets_the_bucket_script(settings
     shared_state.sync_client().script_flush()  # as a restart does
     first, second = ratelimit.take_tokens(["post:x", "post:x"], **limits)
     assert first == 0.0 and second > 0  # the burst of two: one left, then none
+
+
+def test_a_messageid_stored_meanwhile_by_another_writer_retries_the_batch_without_a_gap(monkeypatch):
+    """The pre-read misses a repeat that another process stores before our INSERT: the unique
+    constraint fails the INSERT, the batch runs again, and the repeat gets the stored message."""
+    _, (alice, bob) = _room_with(2)
+    (original,) = posting.store_posts([posting.Post(alice, "lobby", "first", "m1")])
+    real_find = posting._find_repeats
+    calls = []
+
+    def misses_it_the_first_time(posts, outcomes):
+        calls.append(1)
+        return {} if len(calls) == 1 else real_find(posts, outcomes)
+
+    monkeypatch.setattr(posting, "_find_repeats", misses_it_the_first_time)
+    repeat, fresh = posting.store_posts(
+        [posting.Post(alice, "lobby", "first again", "m1"), posting.Post(bob, "lobby", "second", "b1")]
+    )
+    assert len(calls) == 2
+    assert repeat.repeated and repeat.message.pk == original.message.pk
+    assert fresh.message.seq == 2
+    assert _seqs() == [1, 2]
